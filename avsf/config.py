@@ -1,0 +1,341 @@
+"""One config of defaults for every run, as plain dataclasses, plus the named presets.
+
+A :class:`RunConfig` is all a run needs: it serialises to JSON, hashes stably (the launcher's
+cache key) and is overridden from the command line with ``--set section.key=value``.
+
+Presets are registered by name like timm's model registry; ``avsf presets`` lists them.
+Each is a plain function returning a fresh :class:`RunConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+STAGES = ("pool1", "res2", "res3", "res4")  # junctions where laterals can enter the visual pathways
+AVS_STAGES = ("res2", "res3", "res4", "res5")  # junctions where AVS projections can sit
+ARCHS = ("slowfast", "avslowfast", "audio_only", "late_fusion")
+AV_LATERALS = ("a_fs", "a_f_s", "av_nonlocal")
+DROPPATHWAY_MODES = ("laterals", "pathway")
+AUDIO_TF_BLOCKS = ("concat", "sum", "none")
+HEADS = ("softmax", "sigmoid", "epic")
+DEPTHS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+
+
+class ConfigError(ValueError):
+    """A config value or override that cannot be used; the message says what is allowed."""
+
+
+@dataclass
+class ModelConfig:
+    """The network. Widths follow the Slow pathway; Fast and Audio are fractions of it."""
+
+    arch: str = "avslowfast"  # one of ARCHS
+    depth: int = 50  # ResNet depth: 18, 50 or 101 (block counts in DEPTHS)
+    stage_depths: tuple[int, ...] = ()  # explicit blocks per res2..res5; overrides `depth` when set
+    width: int = 64  # Slow stem channels (64 in the paper); smoke presets shrink this
+    num_classes: int = 400
+    # Visual pathways
+    slow_frames: int = 4  # T of the Slow pathway
+    alpha: int = 8  # Fast frame-rate ratio alpha_F
+    beta_inv: int = 8  # Fast channel ratio 1 / beta_F
+    fusion_channel_ratio: int = 2  # F->S lateral: C_fast -> ratio * C_fast
+    fusion_kernel: int = 5  # temporal kernel of the F->S lateral
+    fs_fusion_stages: tuple[str, ...] = ("pool1", "res2", "res3", "res4")
+    nonlocal_res4: bool = False  # the paper's "+NL" rows
+    # Audio pathway
+    audio_beta: float = 0.5  # beta_A: audio channels / Slow channels (1/8, 1/4, 1/2, 1)
+    audio_frames: int = 128  # log-mel frames (time)
+    audio_mel_bins: int = 80  # log-mel bins (frequency)
+    audio_tf_block: str = "concat"  # res2/res3 time-freq factorised block; "none" = 3x3
+    av_lateral: str = "a_fs"  # one of AV_LATERALS (Table 5a)
+    av_fusion_stages: tuple[str, ...] = ("res3", "res4")  # Table 6; pool5 concat is `pool5_fusion`
+    pool5_fusion: bool = True  # concat audio features in the head
+    # DropPathway
+    droppathway_rate: float = 0.8  # P_d; 0 disables
+    droppathway_mode: str = "laterals"  # "laterals" (authors' code) or "pathway" (paper's prose)
+    # Hierarchical audiovisual synchronisation
+    avs_stages: tuple[str, ...] = ("res3", "res4", "res5")  # empty disables AVS
+    avs_dim: int = 64
+    avs_margin: float = 0.99
+    avs_scale: float = 0.5  # L2-normalised features are multiplied by this
+    avs_weight: float = 1.0
+    avs_silence_var: float = 0.01  # audio with variance below this takes no part in AVS
+    # Head
+    head: str = "softmax"  # one of HEADS
+    num_verbs: int = 125  # EPIC head
+    num_nouns: int = 352
+    dropout: float = 0.5
+    zero_init_final_bn: bool = True
+
+
+@dataclass
+class DataConfig:
+    """What is decoded and how it is sampled. Sizes are in pixels, frames and mel frames."""
+
+    dataset: str = "synthetic"  # kinetics, kinetics_sounds, charades, epic, ucf101, hmdb51, synthetic
+    root: str = ""  # dataset root; empty = the built-in dataset at `synthetic_root`
+    synthetic_root: str = "data/synthetic"  # where `avsf synth` writes (generated on first use)
+    synthetic_scale: str = "smoke"
+    synthetic_seed: int = 0
+    split_dir: str = ""  # folder with the split files; empty = `root`
+    target_fps: float = 30.0
+    sampling_rate: int = 16  # tau: frames between Slow frames at target_fps
+    train_jitter: tuple[int, int] = (256, 320)
+    train_crop: int = 224
+    test_short_side: int = 256
+    test_crop: int = 256
+    num_temporal_views: int = 10
+    num_spatial_views: int = 3
+    mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
+    std: tuple[float, float, float] = (0.225, 0.225, 0.225)
+    random_flip: bool = True
+    # Audio
+    audio_sample_rate: int = 16000
+    n_fft: int = 512
+    hop_length: int = 256
+    logmel_mean: float = -7.03
+    logmel_std: float = 4.66
+    # AVS negatives
+    hard_negative_min_shift_s: float = 0.5
+    hard_negative_fraction: float = 0.25  # after the curriculum switch
+    curriculum_switch: float = 0.5  # fraction of training spent on easy negatives only
+    # Loading
+    num_workers: int = 2
+    decode_failure: str = "replace"  # "replace" (count and log) or "strict" (raise)
+    decode_timeout_s: float = 60.0
+
+
+@dataclass
+class SolverConfig:
+    """Optimiser and schedule. `base_lr` is for `reference_batch`; the run scales it linearly."""
+
+    optimizer: str = "sgd"
+    base_lr: float = 0.1
+    reference_batch: int = 64  # paper: 1.6 at 1024 == 0.1 at 64
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = True
+    schedule: str = "cosine"  # "cosine" or "steps"
+    steps: tuple[float, ...] = ()  # fractions of training where lr drops (schedule "steps")
+    gamma: float = 0.1
+    warmup_epochs: float = 34.0
+    warmup_start_lr: float = 0.01
+    epochs: int = 196
+    batch_size: int = 8  # per process
+    precise_bn: bool = False
+    precise_bn_batches: int = 200
+
+
+@dataclass
+class RunConfig:
+    """Everything one run needs."""
+
+    name: str = "avslowfast_r50_4x16"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    device: str = "auto"  # "auto", "cpu" or "cuda"
+    bf16: bool = True  # autocast on GPU; CPU always runs exact fp32
+    checkpoint_every: int = 0  # steps; 0 = only at each epoch's end
+    keep_checkpoints: int = 3
+    eval_every: int = 1  # epochs between validation passes
+    log_every: int = 10  # steps
+
+    # --- serialisation -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return _to_jsonable(dataclasses.asdict(self))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        return _from_dict(cls, d, "")
+
+    def config_hash(self, length: int = 12) -> str:
+        """Stable hash of the whole config (independent of key order and Python version)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+    def with_overrides(self, overrides: list[str] | dict[str, Any]) -> "RunConfig":
+        """A copy with ``section.key=value`` overrides applied (strings are parsed as JSON
+        where they parse, else taken as strings)."""
+        cfg = RunConfig.from_dict(self.to_dict())
+        items = overrides.items() if isinstance(overrides, dict) else [_split_override(o) for o in overrides]
+        for key, value in items:
+            set_by_path(cfg, key, value)
+        validate(cfg)
+        return cfg
+
+
+def _split_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form section.key=value "
+                          f"(e.g. model.droppathway_rate=0.5)")
+    key, raw = text.split("=", 1)
+    return key.strip(), raw
+
+
+def _to_jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_to_jsonable(v) for v in x]
+    return x
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert `value` (parsed JSON or a raw string) to the annotated type `tp`."""
+    origin = typing.get_origin(tp)
+    if isinstance(value, str) and tp is not str:
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            if origin is tuple:  # allow res3,res4 without brackets
+                value = [v for v in value.split(",") if v]
+            elif tp is bool and value.lower() in ("true", "false"):
+                value = value.lower() == "true"
+            else:
+                raise ConfigError(f"{where}: cannot read {value!r} as {getattr(tp, '__name__', tp)}") from None
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        inner = args[0] if args else Any
+        return tuple(_coerce(v, inner, where) for v in value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _from_dict(cls: type, d: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(d).__name__}")
+    types = _field_types(cls)
+    unknown = sorted(set(d) - set(types))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
+                          f"allowed in {prefix or 'the top level'}: {', '.join(sorted(types))}")
+    kwargs = {}
+    for name, tp in types.items():
+        if name not in d:
+            continue
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _from_dict(tp, d[name], f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(d[name], tp, prefix + name)
+    return cls(**kwargs)
+
+
+def set_by_path(cfg: Any, key: str, value: Any) -> None:
+    """Set ``section.key`` on a config in place, with type checking and a helpful error."""
+    parts = key.split(".")
+    obj = cfg
+    for i, part in enumerate(parts):
+        types = _field_types(type(obj))
+        if part not in types:
+            where = ".".join(parts[:i]) or "the top level"
+            raise ConfigError(f"unknown config key {key!r}: {where} has {', '.join(sorted(types))}")
+        if i == len(parts) - 1:
+            if dataclasses.is_dataclass(types[part]):
+                raise ConfigError(f"{key!r} is a section; set one of its keys, e.g. {key}.{next(iter(_field_types(types[part])))}=...")
+            setattr(obj, part, _coerce(value, types[part], key))
+        else:
+            obj = getattr(obj, part)
+            if not dataclasses.is_dataclass(obj):
+                raise ConfigError(f"{'.'.join(parts[:i + 1])!r} is not a section")
+
+
+def _check_choice(value: Any, allowed: tuple, key: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Raise ConfigError naming the allowed values for anything out of range."""
+    m, d, s = cfg.model, cfg.data, cfg.solver
+    _check_choice(m.arch, ARCHS, "model.arch")
+    _check_choice(m.av_lateral, AV_LATERALS, "model.av_lateral")
+    _check_choice(m.droppathway_mode, DROPPATHWAY_MODES, "model.droppathway_mode")
+    _check_choice(m.audio_tf_block, AUDIO_TF_BLOCKS, "model.audio_tf_block")
+    _check_choice(m.head, HEADS, "model.head")
+    if not m.stage_depths:
+        _check_choice(m.depth, tuple(DEPTHS), "model.depth")
+    elif len(m.stage_depths) != 4 or min(m.stage_depths) < 1:
+        raise ConfigError(f"model.stage_depths={m.stage_depths} must list 4 positive block counts (res2..res5)")
+    for st in m.fs_fusion_stages:
+        _check_choice(st, STAGES, "model.fs_fusion_stages item")
+    for st in m.av_fusion_stages:
+        _check_choice(st, STAGES, "model.av_fusion_stages item")
+    for st in m.avs_stages:
+        _check_choice(st, AVS_STAGES, "model.avs_stages item")
+    if not 0.0 <= m.droppathway_rate < 1.0:
+        raise ConfigError(f"model.droppathway_rate={m.droppathway_rate} must be in [0, 1)")
+    if m.audio_beta <= 0:
+        raise ConfigError(f"model.audio_beta={m.audio_beta} must be positive (the paper uses 1/8 .. 1)")
+    _check_choice(s.schedule, ("cosine", "steps"), "solver.schedule")
+    _check_choice(d.decode_failure, ("replace", "strict"), "data.decode_failure")
+    _check_choice(cfg.device, ("auto", "cpu", "cuda"), "device")
+    if s.batch_size < 1:
+        raise ConfigError(f"solver.batch_size={s.batch_size} must be at least 1")
+    return cfg
+
+
+# --- presets --------------------------------------------------------------------------
+PRESETS: dict[str, Callable[[], RunConfig]] = {}
+PRESET_NOTES: dict[str, str] = {}
+
+
+def register_preset(name: str, note: str = "") -> Callable[[Callable[[], RunConfig]], Callable[[], RunConfig]]:
+    def deco(fn: Callable[[], RunConfig]) -> Callable[[], RunConfig]:
+        if name in PRESETS:
+            raise ValueError(f"preset {name!r} registered twice")
+        PRESETS[name] = fn
+        PRESET_NOTES[name] = note or (fn.__doc__ or "").strip().splitlines()[0]
+        return fn
+    return deco
+
+
+def get_preset(name: str) -> RunConfig:
+    """A fresh RunConfig for the named preset (unknown names list the known ones)."""
+    import avsf.presets  # noqa: F401  (registers the presets)
+
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
+    cfg = PRESETS[name]()
+    cfg.name = name
+    return validate(cfg)
+
+
+def list_presets() -> list[str]:
+    import avsf.presets  # noqa: F401
+
+    return sorted(PRESETS)

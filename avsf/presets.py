@@ -1,0 +1,154 @@
+"""Named presets: one per model row of the paper, plus the smoke-scale models.
+
+Each preset is a plain function returning a :class:`~avsf.config.RunConfig`; ablations are
+overrides of these (``--set model.droppathway_rate=0.5``), not presets of their own.
+"""
+
+from __future__ import annotations
+
+from avsf.config import DataConfig, ModelConfig, RunConfig, SolverConfig, register_preset
+
+ALL_FS = ("pool1", "res2", "res3", "res4")  # standard SlowFast: F->S after every stage
+MID_FS = ("res3", "res4")  # the authors' AVSlowFast config
+
+
+def _run(model: ModelConfig, *, sampling_rate: int, epochs: int = 196, **data_kw) -> RunConfig:
+    return RunConfig(model=model, data=DataConfig(sampling_rate=sampling_rate, **data_kw),
+                     solver=SolverConfig(epochs=epochs))
+
+
+def _visual(arch: str, depth: int, t: int, alpha: int, **kw) -> ModelConfig:
+    # alpha 8 -> temporal kernel 5, alpha 4 -> 7 (the F->S conv spans alpha-ish frames)
+    kernel = 5 if alpha >= 8 else 7
+    # audio spans the clip: 4x16 and 8x8 cover 64 frames (~2.1 s at 30 fps) -> 128 log-mel
+    # frames; 16x8 covers 128 frames -> 256
+    audio_frames = 256 if t == 16 else 128
+    return ModelConfig(arch=arch, depth=depth, slow_frames=t, alpha=alpha, fusion_kernel=kernel,
+                       audio_frames=audio_frames, **kw)
+
+
+# --- Kinetics-400 (Table 3, ablations in Tables 5 and 6) ----------------------------------
+@register_preset("slowfast_r50_4x16", "SlowFast 4x16 R50, visual only (F->S at pool1..res4)")
+def slowfast_r50_4x16() -> RunConfig:
+    return _run(_visual("slowfast", 50, 4, 8), sampling_rate=16, epochs=256)
+
+
+@register_preset("slowfast_r50_8x8", "SlowFast 8x8 R50, visual only")
+def slowfast_r50_8x8() -> RunConfig:
+    return _run(_visual("slowfast", 50, 8, 4), sampling_rate=8)
+
+
+@register_preset("slowfast_r101_8x8", "SlowFast 8x8 R101, visual only")
+def slowfast_r101_8x8() -> RunConfig:
+    return _run(_visual("slowfast", 101, 8, 4), sampling_rate=8)
+
+
+@register_preset("slowfast_r101_16x8_nl", "SlowFast 16x8 R101 + non-local, visual only")
+def slowfast_r101_16x8_nl() -> RunConfig:
+    return _run(_visual("slowfast", 101, 16, 4, nonlocal_res4=True), sampling_rate=8)
+
+
+@register_preset("avslowfast_r50_4x16", "AVSlowFast 4x16 R50: F->S at pool1..res4, A->FS at res3/res4, pool5 concat")
+def avslowfast_r50_4x16() -> RunConfig:
+    return _run(_visual("avslowfast", 50, 4, 8), sampling_rate=16, epochs=256)
+
+
+@register_preset("avslowfast_r50_4x16_authors", "AVSlowFast 4x16 R50 as the authors' config: F->S and A->FS at res3/res4 only")
+def avslowfast_r50_4x16_authors() -> RunConfig:
+    return _run(_visual("avslowfast", 50, 4, 8, fs_fusion_stages=MID_FS), sampling_rate=16, epochs=256)
+
+
+@register_preset("avslowfast_r50_8x8", "AVSlowFast 8x8 R50: F->S at pool1..res4, A->FS at res3/res4")
+def avslowfast_r50_8x8() -> RunConfig:
+    return _run(_visual("avslowfast", 50, 8, 4), sampling_rate=8)
+
+
+@register_preset("avslowfast_r50_8x8_authors", "AVSlowFast 8x8 R50 as the authors' config: F->S and A->FS at res3/res4 only")
+def avslowfast_r50_8x8_authors() -> RunConfig:
+    return _run(_visual("avslowfast", 50, 8, 4, fs_fusion_stages=MID_FS), sampling_rate=8)
+
+
+@register_preset("avslowfast_r101_8x8", "AVSlowFast 8x8 R101")
+def avslowfast_r101_8x8() -> RunConfig:
+    return _run(_visual("avslowfast", 101, 8, 4), sampling_rate=8)
+
+
+@register_preset("avslowfast_r101_16x8_nl", "AVSlowFast 16x8 R101 + non-local")
+def avslowfast_r101_16x8_nl() -> RunConfig:
+    return _run(_visual("avslowfast", 101, 16, 4, nonlocal_res4=True), sampling_rate=8)
+
+
+@register_preset("audio_only_r50", "Audio pathway alone, R50 (Table A.2)")
+def audio_only_r50() -> RunConfig:
+    return _run(_visual("audio_only", 50, 4, 8), sampling_rate=16, epochs=256)
+
+
+@register_preset("audio_only_r101", "Audio pathway alone, R101")
+def audio_only_r101() -> RunConfig:
+    return _run(_visual("audio_only", 101, 4, 8), sampling_rate=16, epochs=256)
+
+
+# --- EPIC-Kitchens (Table 2) and Charades (Table 4): fine-tuned from Kinetics ------------
+def _finetune(model: ModelConfig, *, dataset: str, lr: float, batch: int, epochs: int,
+              steps: tuple[float, ...], dropout: float, sampling_rate: int = 8) -> RunConfig:
+    model.dropout = dropout
+    solver = SolverConfig(base_lr=lr, reference_batch=batch, batch_size=batch // 8 or 1,
+                          schedule="steps", steps=steps, warmup_epochs=0.0, epochs=epochs)
+    return RunConfig(model=model, data=DataConfig(dataset=dataset, sampling_rate=sampling_rate,
+                                                 num_temporal_views=1, num_spatial_views=1),
+                     solver=solver)
+
+
+@register_preset("slowfast_r101_8x8_epic", "SlowFast 8x8 R101, EPIC-Kitchens verb+noun heads")
+def slowfast_r101_8x8_epic() -> RunConfig:
+    return _finetune(_visual("slowfast", 101, 8, 4, head="epic"), dataset="epic", lr=0.01,
+                     batch=32, epochs=30, steps=(2 / 3, 5 / 6), dropout=0.5)
+
+
+@register_preset("avslowfast_r101_8x8_epic", "AVSlowFast 8x8 R101, EPIC-Kitchens verb+noun heads")
+def avslowfast_r101_8x8_epic() -> RunConfig:
+    return _finetune(_visual("avslowfast", 101, 8, 4, head="epic"), dataset="epic", lr=0.01,
+                     batch=32, epochs=30, steps=(2 / 3, 5 / 6), dropout=0.5)
+
+
+@register_preset("slowfast_r101_16x8_nl_charades", "SlowFast 16x8 R101 + NL, Charades (sigmoid, 157 classes)")
+def slowfast_r101_16x8_nl_charades() -> RunConfig:
+    cfg = _finetune(_visual("slowfast", 101, 16, 4, nonlocal_res4=True, head="sigmoid", num_classes=157),
+                    dataset="charades", lr=0.07, batch=8, epochs=40, steps=(0.8,), dropout=0.7)
+    cfg.data.num_temporal_views, cfg.data.num_spatial_views = 10, 3
+    return cfg
+
+
+@register_preset("avslowfast_r101_16x8_nl_charades", "AVSlowFast 16x8 R101 + NL, Charades (sigmoid, 157 classes)")
+def avslowfast_r101_16x8_nl_charades() -> RunConfig:
+    cfg = _finetune(_visual("avslowfast", 101, 16, 4, nonlocal_res4=True, head="sigmoid", num_classes=157),
+                    dataset="charades", lr=0.07, batch=8, epochs=40, steps=(0.8,), dropout=0.7)
+    cfg.data.num_temporal_views, cfg.data.num_spatial_views = 10, 3
+    return cfg
+
+
+# --- smoke scale: the same classes, tiny, on the built-in dataset ---------------------
+def _tiny(arch: str) -> RunConfig:
+    model = ModelConfig(arch=arch, stage_depths=(1, 1, 1, 1), width=16, num_classes=0,
+                        slow_frames=4, alpha=4, beta_inv=4, fusion_kernel=5,
+                        audio_frames=64, audio_mel_bins=40, dropout=0.3)
+    data = DataConfig(sampling_rate=8, train_jitter=(64, 80), train_crop=56, test_short_side=64,
+                      test_crop=64, num_temporal_views=2, num_spatial_views=1, num_workers=2)
+    solver = SolverConfig(base_lr=0.1, reference_batch=16, batch_size=16, epochs=12,
+                          warmup_epochs=1.0, warmup_start_lr=0.01)
+    return RunConfig(model=model, data=data, solver=solver, bf16=False)
+
+
+@register_preset("slowfast_tiny", "smoke-scale SlowFast (visual only), CPU-sized")
+def slowfast_tiny() -> RunConfig:
+    return _tiny("slowfast")
+
+
+@register_preset("avslowfast_tiny", "smoke-scale AVSlowFast, CPU-sized")
+def avslowfast_tiny() -> RunConfig:
+    return _tiny("avslowfast")
+
+
+@register_preset("audio_only_tiny", "smoke-scale Audio pathway alone, CPU-sized")
+def audio_only_tiny() -> RunConfig:
+    return _tiny("audio_only")
