@@ -1,0 +1,40 @@
+"""avsf bench: speed and memory benchmarks (model, data)."""
+
+from __future__ import annotations
+
+import json
+
+HELP = "benchmarks: `avsf bench model --preset NAME`, `avsf bench data --root DIR`"
+
+
+def add_arguments(p) -> None:
+    sub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    m = sub.add_parser("model", help="forward+backward clips/s and peak memory of a preset on this machine")
+    m.add_argument("--preset", required=True, help="preset name (avsf presets lists them)")
+    m.add_argument("--batch", type=int, default=8, help="clips per step")
+    m.add_argument("--crop", type=int, default=None, help="spatial crop (default: the preset's train crop)")
+    m.add_argument("--iters", type=int, default=5, help="timed iterations (after one warm-up)")
+    m.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    m.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
+    m.add_argument("--profile", action="store_true", help="also print the top ops and stages by time")
+    m.add_argument("--json", action="store_true", help="print one JSON object")
+    d = sub.add_parser("data", help="training clips/s of the loader with 1 and N workers, beside a bare PyAV loop")
+    d.add_argument("--root", required=True, help="dataset root with train.csv (e.g. data/synthetic/smoke)")
+    d.add_argument("--preset", default="avslowfast_tiny", help="preset whose sampling and sizes to use")
+    d.add_argument("--workers", type=int, default=2, help="N for the multi-worker measurement")
+    d.add_argument("--clips", type=int, default=64, help="clips per measurement")
+    d.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args) -> int:
+    if args.what == "model":
+        from avsf.models.bench import bench_model, format_report
+
+        result = bench_model(preset=args.preset, batch=args.batch, crop=args.crop, iters=args.iters,
+                             device=args.device, bf16=args.bf16, profile=args.profile)
+    else:
+        from avsf.data.bench import bench_data, format_report
+
+        result = bench_data(root=args.root, preset=args.preset, workers=args.workers, clips=args.clips)
+    print(json.dumps(result, indent=2) if args.json else format_report(result))
+    return 0
