@@ -1,0 +1,388 @@
+"""Decode a clip's frames and the matching audio span from any container FFmpeg reads (PyAV).
+
+Times are seconds from the file's origin: the video stream's start time (or the audio's, for
+an audio-only file). Both streams are measured from the same origin, so encoder delays and
+muxer preloads (mpeg-ps starts at 0.5 s) do not shift audio against video.
+
+Only what a clip needs is decoded: the video is sought to the keyframe before the clip and
+decoded up to its end; the audio stream is sought separately and decoded over the span.
+
+Threading: FFmpeg decodes with one thread per process (``thread_count = 1``). Parallelism
+comes from the loader's worker processes; FFmpeg's own thread pools inside forked workers,
+next to PyTorch's OpenMP pool, are a known source of deadlocks and oversubscription.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avsf.errors import UserError
+
+# A frame whose timestamp is within this of a requested time counts as shown at that time
+# (timestamps are rationals; float rounding must not pick the previous frame).
+_TIME_TOL_S = 1e-3
+# Environment hook used only by the tests: "abort=<substr>" or "hang=<substr>" (";"-separated)
+# makes any decode of a path containing <substr> call os.abort() or sleep forever, standing in
+# for FFmpeg crashes and hangs that no try/except can catch.
+FAULT_ENV = "AVSF_TEST_FAULT"
+
+
+class DecodeError(UserError):
+    """A file that cannot be opened or decoded; the message names the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+@dataclass
+class MediaInfo:
+    """What the header says about a file (no frames decoded)."""
+
+    path: str
+    duration_s: float
+    fps: float
+    num_frames: int
+    has_video: bool
+    has_audio: bool
+    sample_rate: int
+    channels: int
+    width: int
+    height: int
+    video_codec: str
+    audio_codec: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class DecodedClip:
+    """A clip as decoded: frames at the requested times and the mono audio of its span.
+
+    frames: uint8 [N,H,W,3] RGB (None when video was not requested or is absent).
+    audio: float32 [S] mono at the requested sample rate, exactly the clip's span
+        (None when audio was not requested or the file has none).
+    audio_pad: fraction of the span with no decoded audio (zeros were put there).
+    """
+
+    frames: np.ndarray | None
+    audio: np.ndarray | None
+    has_audio: bool
+    audio_pad: float
+
+
+def inject_faults(path: str | os.PathLike) -> None:
+    """Test-only fault injection (see FAULT_ENV); a no-op unless the variable is set."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    for item in spec.split(";"):
+        kind, _, needle = item.partition("=")
+        if needle and needle in str(path):
+            if kind == "abort":
+                os.abort()
+            if kind == "hang":
+                while True:
+                    time.sleep(3600)
+
+
+def open_media(path: str | os.PathLike) -> Any:
+    """Open a file with PyAV; raise DecodeError (missing, empty, unreadable) otherwise."""
+    import av
+
+    p = Path(path)
+    if not p.exists():
+        raise DecodeError(path, "file not found")
+    if p.is_dir():
+        raise DecodeError(path, "is a directory, not a media file")
+    if p.stat().st_size == 0:
+        raise DecodeError(path, "zero-length file")
+    inject_faults(path)
+    try:
+        container = av.open(str(p), mode="r", metadata_errors="ignore")
+    except (av.FFmpegError, UnicodeDecodeError, ValueError) as e:
+        raise DecodeError(path, f"cannot open: {e}") from e
+    if not container.streams.video and not container.streams.audio:
+        container.close()
+        raise DecodeError(path, "no video or audio stream")
+    for stream in list(container.streams.video[:1]) + list(container.streams.audio[:1]):
+        stream.codec_context.thread_count = 1  # see the module docstring
+        stream.codec_context.thread_type = "SLICE"
+    return container
+
+
+def _stream_start_s(stream: Any) -> float:
+    if stream.start_time is None or stream.time_base is None:
+        return 0.0
+    return float(stream.start_time * stream.time_base)
+
+
+def origin_s(container: Any) -> float:
+    """The time (in stream seconds) that clip times are measured from."""
+    if container.streams.video:
+        return _stream_start_s(container.streams.video[0])
+    return _stream_start_s(container.streams.audio[0])
+
+
+def _duration_s(container: Any) -> float:
+    streams = list(container.streams.video[:1]) or list(container.streams.audio[:1])
+    s = streams[0]
+    if s.duration and s.time_base:
+        return float(s.duration * s.time_base)
+    if container.duration:
+        return max(0.0, container.duration / 1e6 - (origin_s(container) - (container.start_time or 0) / 1e6))
+    return 0.0
+
+
+def _fps(stream: Any) -> float:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            return float(rate)
+    return 0.0
+
+
+def info_from_container(container: Any, path: str | os.PathLike) -> MediaInfo:
+    v = container.streams.video[0] if container.streams.video else None
+    a = container.streams.audio[0] if container.streams.audio else None
+    duration = _duration_s(container)
+    fps = _fps(v) if v is not None else 0.0
+    frames = int(v.frames) if v is not None and v.frames else int(round(duration * fps))
+    return MediaInfo(
+        path=str(path), duration_s=duration, fps=fps, num_frames=frames,
+        has_video=v is not None, has_audio=a is not None,
+        sample_rate=int(a.codec_context.sample_rate or a.rate or 0) if a is not None else 0,
+        channels=int(a.codec_context.channels) if a is not None else 0,
+        width=int(v.codec_context.width) if v is not None else 0,
+        height=int(v.codec_context.height) if v is not None else 0,
+        video_codec=v.codec_context.name if v is not None else "",
+        audio_codec=a.codec_context.name if a is not None else "",
+    )
+
+
+def probe(path: str | os.PathLike) -> MediaInfo:
+    """Read the header of a file (duration, fps, streams) without decoding frames."""
+    container = open_media(path)
+    try:
+        return info_from_container(container, path)
+    finally:
+        container.close()
+
+
+def _seek(container: Any, stream: Any, t_s: float) -> None:
+    """Seek `stream` to the keyframe at or before stream time `t_s` (seconds)."""
+    target = int(max(0.0, t_s) / stream.time_base) if stream.time_base else 0
+    container.seek(target, stream=stream, backward=True, any_frame=False)
+
+
+def _frame_time(frame: Any, stream: Any, origin: float) -> float | None:
+    if frame.pts is None or stream.time_base is None:
+        return None
+    return float(frame.pts * stream.time_base) - origin
+
+
+def decode_frames(container: Any, *, times: np.ndarray, path: str | os.PathLike = "") -> np.ndarray:
+    """The frame shown at each of `times` (seconds from the origin, ascending).
+
+    Returns uint8 [len(times),H,W,3] RGB. Times before the first frame get the first frame;
+    times after the last frame get the last one (a clip running past the end repeats it).
+    """
+    import av
+
+    stream = container.streams.video[0]
+    origin = origin_s(container)
+    n = len(times)
+    out: list[np.ndarray | None] = [None] * n
+    for attempt in range(2):
+        k = 0
+        prev = prev_rgb = None
+        # seek 0 on the retry: some demuxers land after the wanted keyframe
+        try:
+            _seek(container, stream, origin + (float(times[0]) if attempt == 0 else -1.0))
+        except av.FFmpegError:
+            if attempt == 1:
+                raise
+            continue
+        overshoot = False
+        try:
+            for frame in _decode_tolerant(container, stream, path=path, what="video"):
+                ts = _frame_time(frame, stream, origin)
+                if ts is None:
+                    ts = (float(times[k]) if k < n else 0.0)
+                if prev is None and ts > times[0] + _TIME_TOL_S and attempt == 0 and times[0] > _TIME_TOL_S:
+                    overshoot = True  # the seek skipped past the clip's first frame
+                    break
+                while k < n and times[k] + _TIME_TOL_S < ts:
+                    if prev is None:  # clip starts before the first frame
+                        prev = frame
+                    if prev_rgb is None:  # convert only frames that are used
+                        prev_rgb = prev.to_ndarray(format="rgb24")
+                    out[k] = prev_rgb
+                    k += 1
+                if k == n:
+                    break
+                if prev is not frame:
+                    prev, prev_rgb = frame, None
+        except DecodeError:
+            if prev is None:
+                raise
+        if overshoot:
+            continue
+        if prev is None:
+            raise DecodeError(path, "no video frame could be decoded")
+        if k < n:
+            last = prev_rgb if prev_rgb is not None else prev.to_ndarray(format="rgb24")
+            for j in range(k, n):
+                out[j] = last
+        return np.stack(out)  # type: ignore[arg-type]
+    raise DecodeError(path, "seeking failed to reach the clip")
+
+
+_MAX_BAD_PACKETS = 8  # consecutive undecodable packets before a stream counts as broken
+
+
+def _decode_tolerant(container: Any, stream: Any, *, path: str | os.PathLike, what: str):
+    """Decoded frames of `stream` from the demuxer's position, skipping undecodable packets.
+
+    Right after a seek the first packet can be partial (mpeg-ps, mp2); a corrupt packet in the
+    middle is skipped too. Many bad packets in a row end the stream (a truncated tail);
+    a stream that yields nothing at all raises DecodeError.
+    """
+    import av
+
+    bad = 0
+    got_any = False
+    last_error: Exception | None = None
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except (av.FFmpegError, ValueError) as e:
+                bad += 1
+                last_error = e
+                if bad >= _MAX_BAD_PACKETS:
+                    break
+                continue
+            bad = 0
+            for frame in frames:
+                got_any = True
+                yield frame
+    except av.FFmpegError as e:  # the demuxer itself gave up (a truncated file)
+        last_error = e
+    if not got_any and last_error is not None:
+        raise DecodeError(path, f"{what} decode failed: {last_error}")
+
+
+def _frame_samples(frame: Any) -> np.ndarray:
+    """An audio frame as float32 [C,n] in [-1, 1], whatever its sample format."""
+    x = frame.to_ndarray()
+    channels = frame.layout.nb_channels if hasattr(frame.layout, "nb_channels") else len(frame.layout.channels)
+    if not frame.format.is_planar:
+        x = x.reshape(-1, channels).T  # packed: [1, n*C] interleaved
+    if x.dtype == np.uint8:
+        return (x.astype(np.float32) - 128.0) / 128.0
+    if x.dtype == np.int16:
+        return x.astype(np.float32) / 32768.0
+    if x.dtype == np.int32:
+        return (x.astype(np.float64) / 2147483648.0).astype(np.float32)
+    if x.dtype == np.int64:
+        return (x.astype(np.float64) / 9223372036854775808.0).astype(np.float32)
+    return x.astype(np.float32, copy=False)
+
+
+def decode_audio_span(container: Any, *, start_s: float, duration_s: float,
+                      path: str | os.PathLike = "") -> tuple[np.ndarray, int, float]:
+    """Mono audio over [start_s, start_s + duration_s) at the stream's native rate.
+
+    Returns (samples float32 [S], sample_rate, padded fraction). Samples the stream does not
+    cover (before its start, after its end, a truncated tail) are zeros, counted as padding.
+    """
+    import av
+
+    stream = container.streams.audio[0]
+    origin = origin_s(container)
+    rate = int(stream.codec_context.sample_rate or stream.rate)
+    if rate <= 0:
+        raise DecodeError(path, "audio stream has no sample rate")
+    total = max(1, int(round(duration_s * rate)))
+    out = np.zeros(total, dtype=np.float32)
+    covered = np.zeros(total, dtype=bool)
+    # start a little early: the packet holding start_s may begin up to one frame before it
+    try:
+        _seek(container, stream, origin + start_s - 0.2)
+    except av.FFmpegError:
+        pass  # unseekable: decode from where the demuxer is (the start)
+    next_pos: int | None = None  # running sample position when a frame has no pts
+    jitter = int(np.ceil(float(stream.time_base) * rate)) + 1 if stream.time_base else 1
+    for frame in _decode_tolerant(container, stream, path=path, what="audio"):
+        ts = _frame_time(frame, stream, origin)
+        if ts is not None:
+            pos = int(round((ts - start_s) * rate))
+            # containers with coarse time bases (mkv/webm: 1 ms) round pts; a frame that
+            # continues the previous one within that rounding is placed right after it
+            if next_pos is not None and abs(pos - next_pos) <= jitter:
+                pos = next_pos
+        elif next_pos is not None:
+            pos = next_pos
+        else:
+            pos = -int(round(start_s * rate))
+        x = _frame_samples(frame)
+        next_pos = pos + x.shape[1]
+        if pos >= total:
+            break
+        lo, hi = max(pos, 0), min(pos + x.shape[1], total)
+        if hi > lo:
+            out[lo:hi] = x[:, lo - pos:hi - pos].mean(axis=0)
+            covered[lo:hi] = True
+    return out, rate, float(1.0 - covered.mean())
+
+
+def resample_audio(x: np.ndarray, *, orig_rate: int, new_rate: int, length: int) -> np.ndarray:
+    """Band-limited resampling (torchaudio's sinc interpolation) to exactly `length` samples."""
+    import torch
+    import torchaudio.functional as AF
+
+    if orig_rate != new_rate:
+        y = AF.resample(torch.from_numpy(np.ascontiguousarray(x)), orig_freq=orig_rate, new_freq=new_rate).numpy()
+    else:
+        y = x
+    if y.shape[0] >= length:
+        return np.ascontiguousarray(y[:length], dtype=np.float32)
+    return np.pad(y, (0, length - y.shape[0])).astype(np.float32)
+
+
+def decode_clip(path: str | os.PathLike, *, start_s: float, duration_s: float, num_frames: int,
+                audio_rate: int, want_video: bool = True, want_audio: bool = True,
+                container: Any = None) -> DecodedClip:
+    """Decode `num_frames` frames evenly spaced over [start_s, start_s + duration_s) and the
+    mono audio of exactly that span at `audio_rate` Hz.
+
+    Frame k is the one shown at ``start_s + k * duration_s / num_frames``.
+    """
+    own = container is None
+    if own:
+        container = open_media(path)
+    try:
+        frames = audio = None
+        pad = 0.0
+        has_audio = bool(container.streams.audio)
+        if want_video:
+            if not container.streams.video:
+                raise DecodeError(path, "no video stream")
+            times = start_s + np.arange(num_frames) * (duration_s / num_frames)
+            frames = decode_frames(container, times=times, path=path)
+        if want_audio and has_audio:
+            native, rate, pad = decode_audio_span(container, start_s=start_s, duration_s=duration_s, path=path)
+            audio = resample_audio(native, orig_rate=rate, new_rate=audio_rate,
+                                   length=max(1, int(round(duration_s * audio_rate))))
+        return DecodedClip(frames=frames, audio=audio, has_audio=has_audio, audio_pad=pad)
+    finally:
+        if own:
+            container.close()
