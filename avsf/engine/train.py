@@ -1,0 +1,372 @@
+"""One training run: data -> model -> optimiser -> checkpoints -> metrics.jsonl -> test.
+
+``train(cfg, run_dir)`` resumes from the newest valid checkpoint in ``run_dir`` every time it
+is called, so rerunning a command (or a requeued Slurm job) continues where the last one
+stopped. Everything random is a function of (seed, epoch, step, rank) or is restored from the
+checkpoint, so an interrupted-and-resumed CPU run ends with the same weights, bit for bit, as
+an uninterrupted one.
+
+Preemption: ``request_stop()`` (or setting the ``stop_event`` passed to ``train``) makes the
+run write a checkpoint after the current step and return ``{"status": "stopped", ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from avsf.config import RunConfig
+from avsf.engine import distributed as ddp
+from avsf.engine import runtime
+from avsf.engine.checkpoint import capture_rng_state, load_checkpoint, load_latest, restore_rng_state, save_checkpoint
+from avsf.engine.evaluate import evaluate_model, headline, write_final
+from avsf.engine.io import atomic_write_json, write_jsonl
+from avsf.engine.losses import batch_top1_hits, task_loss
+from avsf.engine.optim import build_optimizer, set_lr
+from avsf.engine.precise_bn import update_bn_stats
+from avsf.engine.schedules import build_schedule
+from avsf.errors import UserError
+
+log = logging.getLogger("avsf.engine")
+
+_STOP = threading.Event()
+# fields of a metrics line that depend on the machine, not on the computation
+TIMING_FIELDS = ("clips_per_s", "wall_time_s", "epoch_time_s", "peak_mem_mb")
+
+
+def request_stop() -> None:
+    """Ask every running ``train`` in this process to checkpoint after its current step and
+    return. Safe to call from a signal handler or another thread."""
+    _STOP.set()
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+@dataclass
+class EpochMeter:
+    """Running sums over one epoch's training steps (saved in checkpoints for exact resume)."""
+
+    clips: int = 0
+    steps: int = 0
+    loss: float = 0.0
+    task: float = 0.0
+    avs: float = 0.0
+    avs_stages: dict[str, float] = field(default_factory=dict)
+    hits: int = 0
+    train_time_s: float = 0.0
+
+    def add(self, *, clips: int, loss: float, task: float, avs: float | None, stages: dict[str, float],
+            hits: int) -> None:
+        self.clips += clips
+        self.steps += 1
+        self.loss += loss
+        self.task += task
+        self.avs += avs or 0.0
+        for k, v in stages.items():
+            self.avs_stages[k] = self.avs_stages.get(k, 0.0) + v
+        self.hits += hits
+
+    def summary(self) -> dict[str, float]:
+        n = max(self.steps, 1)
+        out = {"train_loss": self.loss / n, "train_loss_task": self.task / n, "train_loss_avs": self.avs / n,
+               "train_top1": 100.0 * self.hits / max(self.clips, 1)}
+        out.update({f"train_{k}": v / n for k, v in sorted(self.avs_stages.items())})
+        return out
+
+
+def _check_run_dir(run_dir: Path, cfg: RunConfig, *, fresh: bool, is_main: bool) -> None:
+    """Refuse a run directory that holds a run of another config, unless `fresh`."""
+    cfg_path = run_dir / "config.json"
+    if fresh and is_main:
+        for name in ("checkpoints",):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+        for name in ("metrics.jsonl", "final.json", "config.json", "log.txt"):
+            (run_dir / name).unlink(missing_ok=True)
+    elif cfg_path.is_file():
+        try:
+            old = json.loads(cfg_path.read_text())
+        except json.JSONDecodeError:
+            old = None
+        new = cfg.to_dict()
+        if old != new:
+            diff = sorted(_diff_keys(old, new)) if isinstance(old, dict) else ["config.json (unreadable)"]
+            raise UserError(f"{run_dir} holds a run with a different config (differs in "
+                            f"{', '.join(diff[:6])}{' ...' if len(diff) > 6 else ''}); choose another --out "
+                            f"or pass --fresh to delete that run and start anew")
+    ddp.barrier()
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in set(a) | set(b):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+class Trainer:
+    """The state of one run in one process; :meth:`run` trains, tests and returns final.json."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, *, info: ddp.DistInfo, device: torch.device,
+                 fresh: bool, stop_event: threading.Event | None) -> None:
+        self.info, self.device, self.run_dir = info, device, run_dir
+        self.stop_event = stop_event
+        torch.manual_seed(runtime.derive_seed(cfg.seed, "init"))
+        self.train_set = runtime.build_dataset(cfg, "train")
+        self.cfg = cfg = runtime.resolve_config(cfg, self.train_set)
+        _check_run_dir(run_dir, cfg, fresh=fresh, is_main=info.is_main)
+        if info.is_main:
+            atomic_write_json(run_dir / "config.json", cfg.to_dict())
+        # the same initial weights on every rank (DDP also broadcasts rank 0's at wrap time)
+        torch.manual_seed(runtime.derive_seed(cfg.seed, "model"))
+        model = runtime.build_model(cfg).to(device)
+        if device.type == "cuda":
+            runtime.to_channels_last(model)
+        self.model = model
+        if info.world_size > 1:
+            self.model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=cfg.model.droppathway_mode == "pathway" and cfg.model.droppathway_rate > 0)
+        self.optimizer = build_optimizer(model, cfg.solver)
+        # bf16 needs no loss scaling; the scaler is kept (disabled) so fp16 could be added later
+        self.scaler = torch.amp.GradScaler("cuda", enabled=False)
+        self.steps_per_epoch = len(self._loader(epoch=0, start_batch=0))
+        self.schedule = build_schedule(cfg.solver, steps_per_epoch=self.steps_per_epoch,
+                                       world_size=info.world_size)
+        self.total_steps = cfg.solver.epochs * self.steps_per_epoch
+        self.epoch = self.step = self.batch_in_epoch = 0
+        self.meter = EpochMeter()
+        self.history: list[dict[str, Any]] = []
+        self.wall_time_s = 0.0  # summed over all sessions of this run
+        self.precise_bn_done = False
+        self._resume()
+
+    # --- data ---------------------------------------------------------------------------
+    def _loader(self, *, epoch: int, start_batch: int):
+        # the loader's own randomness comes from (seed, epoch); seeding here keeps it off the
+        # state left by the previous step
+        torch.manual_seed(runtime.derive_seed(self.cfg.seed, "loader", epoch, self.info.rank))
+        return runtime.build_loader(self.train_set, batch_size=self.cfg.solver.batch_size,
+                                    num_workers=self.cfg.data.num_workers, shuffle=True, seed=self.cfg.seed,
+                                    epoch=epoch, rank=self.info.rank, world_size=self.info.world_size,
+                                    drop_last=True, start_batch=start_batch)
+
+    # --- checkpoints --------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {"model": _unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(), "schedule": {"step": self.step, "lr": self.schedule(self.step)},
+                "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                "data_order": {"seed": self.cfg.seed, "epoch": self.epoch, "start_batch": self.batch_in_epoch,
+                               "world_size": self.info.world_size},
+                "meter": vars(self.meter).copy(), "history": list(self.history),
+                "wall_time_s": self.wall_time_s + (time.perf_counter() - self._t_session),
+                "precise_bn_done": self.precise_bn_done, "rng": capture_rng_state(),
+                "config_hash": self.cfg.config_hash()}
+
+    def _save(self) -> None:
+        if self.info.is_main:
+            path = save_checkpoint(self._state(), ckpt_dir=self.run_dir / "checkpoints",
+                                   keep=self.cfg.keep_checkpoints)
+            log.info("checkpoint %s (epoch %d, step %d)", path.name, self.epoch, self.step)
+        ddp.barrier()
+
+    def _resume(self) -> None:
+        self._t_session = time.perf_counter()
+        found = load_latest(self.run_dir / "checkpoints") if self.info.is_main else None
+        path = ddp.broadcast_object(str(found[1]) if found else None)
+        if path is None:
+            return
+        # other ranks load the very file rank 0 chose
+        state = found[0] if found else load_checkpoint(path)
+        if state["data_order"]["world_size"] != self.info.world_size:
+            raise UserError(f"{path} was written by {state['data_order']['world_size']} processes and this run "
+                            f"has {self.info.world_size}; resume with the same number or pass --fresh")
+        _unwrap(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch, self.batch_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
+        self.meter = EpochMeter(**state["meter"])
+        self.history = list(state["history"])
+        self.wall_time_s = float(state["wall_time_s"])
+        self.precise_bn_done = bool(state["precise_bn_done"])
+        restore_rng_state(state["rng"])
+        if self.info.is_main:  # metrics.jsonl follows the checkpoint: lines after it are dropped
+            write_jsonl(self.run_dir / "metrics.jsonl", self.history)
+        log.info("resumed from %s (epoch %d, step %d)", path, self.epoch, self.step)
+
+    # --- one step -----------------------------------------------------------------------
+    def _drop_audio(self) -> bool:
+        """The DropPathway draw of this step: the same on every rank and after a resume."""
+        m = self.cfg.model
+        if m.droppathway_rate <= 0 or m.arch not in ("avslowfast",):
+            return False
+        g = torch.Generator().manual_seed(runtime.derive_seed(self.cfg.seed, "droppathway", self.step))
+        return bool(torch.rand((), generator=g).item() < m.droppathway_rate)
+
+    def _train_step(self, batch: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+        cfg = self.cfg
+        lr = self.schedule(self.step)
+        set_lr(self.optimizer, lr)
+        # dropout and anything else drawing from torch's RNG: a function of (seed, step, rank)
+        torch.manual_seed(runtime.derive_seed(cfg.seed, "step", self.step, self.info.rank))
+        batch = runtime.move_batch(batch, self.device)
+        with runtime.autocast(self.device, bf16=cfg.bf16):
+            outputs = self.model(batch, drop_audio=self._drop_audio())
+        loss_task = task_loss(outputs, batch, head=cfg.model.head)
+        loss = loss_task
+        avs = outputs.get("avs_loss")
+        if avs is not None:
+            loss = loss + avs.float()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the loss is {loss.item()} at step {self.step}; lower solver.base_lr")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        stages = {k: float(v) for k, v in outputs.items() if k.startswith("avs_loss/")}
+        clips = int(next(v for v in batch.values() if isinstance(v, torch.Tensor)).shape[0])
+        self.meter.add(clips=clips, loss=float(loss), task=float(loss_task),
+                       avs=None if avs is None else float(avs), stages=stages,
+                       hits=batch_top1_hits(outputs, batch, head=cfg.model.head))
+        return lr, {"loss": float(loss), "clips": clips}
+
+    # --- the loop -----------------------------------------------------------------------
+    def _stop_requested(self) -> bool:
+        flag = _STOP.is_set() or (self.stop_event is not None and self.stop_event.is_set())
+        return ddp.any_true(flag, device=self.device)
+
+    def _end_epoch(self, *, lr: float, epoch_time: float) -> None:
+        cfg = self.cfg
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        record: dict[str, Any] = {"kind": "epoch", "epoch": self.epoch, "step": self.step, "lr": lr}
+        record.update({k: round(v, 8) for k, v in self.meter.summary().items()})
+        local = torch.tensor([self.meter.clips], dtype=torch.float64)
+        clips = int(ddp.all_reduce_sum(local.to(self.device)).item())
+        record["clips_per_s"] = round(clips / max(epoch_time, 1e-9), 3)
+        if cfg.eval_every > 0 and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.solver.epochs):
+            val = evaluate_model(self.model, cfg, split="val", device=self.device, rank=self.info.rank,
+                                 world_size=self.info.world_size, dataset=self._val_set())
+            record.update(headline(val, prefix="val"))
+        record["wall_time_s"] = round(self.wall_time_s + time.perf_counter() - self._t_session, 3)
+        record["peak_mem_mb"] = round(runtime.peak_memory_mb(self.device), 1)
+        self.history.append(record)
+        self.meter = EpochMeter()
+        self._save()
+        if self.info.is_main:
+            write_jsonl(self.run_dir / "metrics.jsonl", self.history)
+            log.info("epoch %d: %s", self.epoch, ", ".join(f"{k} {v}" for k, v in record.items()
+                                                            if k not in ("kind", "epoch")))
+
+    def _val_set(self):
+        if not hasattr(self, "_val"):
+            self._val = runtime.build_dataset(self.cfg, "val")
+        return self._val
+
+    def fit(self) -> bool:
+        """Train to the last epoch; False if a stop was requested (a checkpoint was written)."""
+        cfg = self.cfg
+        progress = runtime.Progress(total=self.total_steps, initial=self.step, log_every=cfg.log_every,
+                                    enabled=self.info.is_main, desc=cfg.name)
+        lr = self.schedule(self.step)
+        try:
+            while self.epoch < cfg.solver.epochs:
+                self.train_set.set_epoch(self.epoch, cfg.solver.epochs)
+                self.model.train()
+                t_epoch = time.perf_counter()
+                if self.batch_in_epoch < self.steps_per_epoch:
+                    for batch in self._loader(epoch=self.epoch, start_batch=self.batch_in_epoch):
+                        t0 = time.perf_counter()
+                        lr, out = self._train_step(batch)
+                        self.meter.train_time_s += time.perf_counter() - t0
+                        self.step += 1
+                        self.batch_in_epoch += 1
+                        progress.update(step=self.step, epoch=self.epoch, loss=out["loss"], lr=lr, clips=out["clips"])
+                        last_of_epoch = self.batch_in_epoch >= self.steps_per_epoch
+                        if self._stop_requested():
+                            self._save()
+                            log.info("stop requested: checkpointed at step %d", self.step)
+                            return False
+                        if cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0 and not last_of_epoch:
+                            self._save()
+                        if last_of_epoch:
+                            break
+                self._end_epoch(lr=lr, epoch_time=time.perf_counter() - t_epoch)
+        finally:
+            progress.close()
+        if cfg.solver.precise_bn and not self.precise_bn_done:
+            self._precise_bn()
+        return True
+
+    def _precise_bn(self) -> None:
+        """Recompute BN running statistics over clean training batches (averaged over ranks)."""
+        n = self.cfg.solver.precise_bn_batches
+        torch.manual_seed(runtime.derive_seed(self.cfg.seed, "precise_bn", self.info.rank))
+        loader = self._loader(epoch=self.cfg.solver.epochs, start_batch=0)
+        with runtime.autocast(self.device, bf16=self.cfg.bf16):
+            used = update_bn_stats(_unwrap(self.model), loader, num_batches=n,
+                                   prepare=lambda b: runtime.move_batch(b, self.device))
+        log.info("precise BN: statistics from %d batches", used)
+        self.precise_bn_done = True
+        self._save()
+
+    def test(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        metrics = evaluate_model(self.model, self.cfg, split="test", device=self.device, rank=self.info.rank,
+                                 world_size=self.info.world_size)
+        final: dict[str, Any] = {}
+        if self.info.is_main:
+            last = self.history[-1] if self.history else {}
+            final = write_final(self.run_dir, self.cfg, metrics, step=self.step, epochs=self.epoch,
+                                train_wall_time_s=last.get("wall_time_s"),
+                                test_wall_time_s=round(time.perf_counter() - t0, 3),
+                                world_size=self.info.world_size, device=str(self.device.type))
+            test_line = {"kind": "test", "epoch": self.epoch, "step": self.step, **headline(metrics, prefix="test")}
+            write_jsonl(self.run_dir / "metrics.jsonl", self.history + [test_line])
+            log.info("test: %s", ", ".join(f"{k} {v:.2f}" for k, v in headline(metrics, prefix="test").items()))
+        return ddp.broadcast_object(final)
+
+
+def train(cfg: RunConfig, run_dir: str | Path, *, fresh: bool = False,
+          stop_event: threading.Event | None = None) -> dict[str, Any]:
+    """Train `cfg` in `run_dir` (resuming from its newest valid checkpoint), test it, write
+    ``final.json`` and return its contents.
+
+    A finished run (final.json present, same config) is not redone: its final.json is returned.
+    ``fresh=True`` deletes what `run_dir` holds and starts anew. When a stop is requested
+    (``stop_event`` set or :func:`request_stop`), a checkpoint is written and
+    ``{"status": "stopped", "step": ..., "epoch": ...}`` is returned instead.
+    """
+    run_dir = Path(run_dir)
+    _STOP.clear()
+    device = runtime.resolve_device(cfg.device)
+    final_path = run_dir / "final.json"
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    with ddp.process_group(use_cuda=device.type == "cuda") as info, \
+            runtime.run_logging(run_dir / "log.txt" if info.is_main else None):
+        if device.type == "cpu":  # the kill/resume guarantee is bit-exact on the CPU
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            trainer = Trainer(cfg, run_dir, info=info, device=device, fresh=fresh, stop_event=stop_event)
+            if final_path.is_file() and trainer.epoch >= trainer.cfg.solver.epochs and not fresh:
+                return json.loads(final_path.read_text())
+            log.info("training %s: %d epochs x %d steps, %d process(es), lr %.4g peak, %s",
+                     trainer.cfg.name, trainer.cfg.solver.epochs, trainer.steps_per_epoch, info.world_size,
+                     trainer.schedule.peak, device)
+            if not trainer.fit():
+                return {"status": "stopped", "step": trainer.step, "epoch": trainer.epoch}
+            return trainer.test()
+        finally:
+            torch.use_deterministic_algorithms(prev_det)
