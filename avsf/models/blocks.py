@@ -1,0 +1,247 @@
+"""Residual building blocks: 3-D bottlenecks for the visual pathways, 2-D bottlenecks and
+time-frequency factorised blocks for the Audio pathway, and the non-local block.
+
+Video tensors are [N, C, T, H, W]; audio tensors are [N, C, T, F] (time x mel frequency).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def bn3d(channels: int, *, zero_init: bool = False) -> nn.BatchNorm3d:
+    """BatchNorm3d; `zero_init` sets gamma to 0 so a residual branch starts as identity."""
+    bn = nn.BatchNorm3d(channels)
+    if zero_init:
+        nn.init.zeros_(bn.weight)
+    return bn
+
+
+def bn2d(channels: int, *, zero_init: bool = False) -> nn.BatchNorm2d:
+    bn = nn.BatchNorm2d(channels)
+    if zero_init:
+        nn.init.zeros_(bn.weight)
+    return bn
+
+
+class Bottleneck3d(nn.Module):
+    """Visual bottleneck: [kt x1x1, C_in -> C_inner], [1x3x3, stride s], [1x1x1 -> C_out], plus
+    the (projected) shortcut.
+
+    Input [N, C_in, T, H, W] -> output [N, C_out, T, H/s, W/s].
+    """
+
+    def __init__(self, *, dim_in: int, dim_inner: int, dim_out: int, temporal_kernel: int,
+                 spatial_stride: int, zero_init_final_bn: bool) -> None:
+        super().__init__()
+        self.conv_a = nn.Conv3d(dim_in, dim_inner, (temporal_kernel, 1, 1),
+                                padding=(temporal_kernel // 2, 0, 0), bias=False)
+        self.bn_a = bn3d(dim_inner)
+        self.conv_b = nn.Conv3d(dim_inner, dim_inner, (1, 3, 3), stride=(1, spatial_stride, spatial_stride),
+                                padding=(0, 1, 1), bias=False)
+        self.bn_b = bn3d(dim_inner)
+        self.conv_c = nn.Conv3d(dim_inner, dim_out, 1, bias=False)
+        self.bn_c = bn3d(dim_out, zero_init=zero_init_final_bn)
+        self.shortcut: nn.Module | None = None
+        if dim_in != dim_out or spatial_stride != 1:
+            self.shortcut = nn.Sequential(
+                nn.Conv3d(dim_in, dim_out, 1, stride=(1, spatial_stride, spatial_stride), bias=False),
+                bn3d(dim_out))
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.shortcut is None else self.shortcut(x)
+        y = self.relu(self.bn_a(self.conv_a(x)))
+        y = self.relu(self.bn_b(self.conv_b(y)))
+        y = self.bn_c(self.conv_c(y))
+        return self.relu(y + identity)
+
+
+class NonLocal3d(nn.Module):
+    """Embedded-Gaussian non-local block (Wang et al. 2018) with max-pooled keys and values.
+
+    Input and output [N, C, T, H, W]; the output BN starts at zero so the block starts as identity.
+    """
+
+    def __init__(self, *, dim: int, zero_init_final_bn: bool = True) -> None:
+        super().__init__()
+        self.inner = max(dim // 2, 1)
+        self.theta = nn.Conv3d(dim, self.inner, 1)
+        self.phi = nn.Conv3d(dim, self.inner, 1)
+        self.g = nn.Conv3d(dim, self.inner, 1)
+        self.pool = nn.MaxPool3d((1, 2, 2), stride=(1, 2, 2))
+        self.out = nn.Conv3d(self.inner, dim, 1)
+        self.bn = bn3d(dim, zero_init=zero_init_final_bn)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, t, h, w = x.shape
+        q = self.theta(x).flatten(2)  # [N, d, THW]
+        k = self.phi(self.pool(x)).flatten(2)  # [N, d, P]
+        v = self.g(self.pool(x)).flatten(2)  # [N, d, P]
+        attn = torch.softmax(torch.einsum("ndq,ndp->nqp", q, k) / math.sqrt(self.inner), dim=-1)
+        y = torch.einsum("nqp,ndp->ndq", attn, v).reshape(n, self.inner, t, h, w)
+        return x + self.bn(self.out(y))
+
+    def matmul_flops(self, inputs: tuple, output: torch.Tensor) -> int:
+        """Multiply-adds of the two attention products (the convs are counted by their own hooks)."""
+        n, _, t, h, w = inputs[0].shape
+        positions = t * h * w
+        pooled = t * (h // 2) * (w // 2)
+        return 2 * n * self.inner * positions * pooled
+
+
+class VisualResStage(nn.Module):
+    """`depth` bottlenecks; the first changes width and applies the spatial stride.
+
+    Input [N, C_in, T, H, W] -> [N, C_out, T, H/s, W/s]. Only the first `temporal_blocks`
+    blocks (all when None) use `temporal_kernel`; the rest use 1 (PySlowFast's R101 keeps
+    temporal kernels in the first 6 res4 blocks only). `nonlocal_after` lists block indices
+    followed by a non-local block.
+    """
+
+    def __init__(self, *, depth: int, dim_in: int, dim_inner: int, dim_out: int, temporal_kernel: int,
+                 spatial_stride: int, zero_init_final_bn: bool, nonlocal_after: tuple[int, ...] = (),
+                 temporal_blocks: int | None = None) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i in range(depth):
+            layers.append(Bottleneck3d(dim_in=dim_in if i == 0 else dim_out, dim_inner=dim_inner, dim_out=dim_out,
+                                       temporal_kernel=temporal_kernel if temporal_blocks is None or i < temporal_blocks else 1,
+                                       spatial_stride=spatial_stride if i == 0 else 1,
+                                       zero_init_final_bn=zero_init_final_bn))
+            if i in nonlocal_after:
+                layers.append(NonLocal3d(dim=dim_out, zero_init_final_bn=zero_init_final_bn))
+        self.blocks = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)
+
+
+class Bottleneck2d(nn.Module):
+    """Audio bottleneck on a log-mel map: [1x1], [3x3 stride s], [1x1] + shortcut.
+
+    Input [N, C_in, T, F] -> [N, C_out, T/s, F/s].
+    """
+
+    def __init__(self, *, dim_in: int, dim_inner: int, dim_out: int, stride: int, zero_init_final_bn: bool) -> None:
+        super().__init__()
+        self.branch = nn.Sequential(
+            nn.Conv2d(dim_in, dim_inner, 1, bias=False), bn2d(dim_inner), nn.ReLU(inplace=True),
+            nn.Conv2d(dim_inner, dim_inner, 3, stride=stride, padding=1, bias=False), bn2d(dim_inner),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(dim_inner, dim_out, 1, bias=False), bn2d(dim_out, zero_init=zero_init_final_bn))
+        self.shortcut = _shortcut2d(dim_in, dim_out, stride)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.shortcut is None else self.shortcut(x)
+        return self.relu(self.branch(x) + identity)
+
+
+def _shortcut2d(dim_in: int, dim_out: int, stride: int) -> nn.Module | None:
+    if dim_in == dim_out and stride == 1:
+        return None
+    return nn.Sequential(nn.Conv2d(dim_in, dim_out, 1, stride=stride, bias=False), bn2d(dim_out))
+
+
+class TimeFreqBlock(nn.Module):
+    """Time-frequency factorised residual block of the Audio pathway (paper section 3).
+
+    ``variant="concat"`` (the paper's, the authors' `_v1`): a 3x1 (time) and a 1x3 (frequency)
+    conv run in parallel on the input, each C_in -> C_inner; their outputs are concatenated
+    (2 C_inner) and a 1x1 conv maps them to C_out.
+    ``variant="sum"`` (pytorchvideo, the authors' `_v2`): a 1x1 reduction to C_inner first, then
+    the 3x1 and 1x3 convs in parallel, summed, then 1x1 to C_out.
+    Input [N, C_in, T, F] -> [N, C_out, T/s, F/s].
+    """
+
+    def __init__(self, *, dim_in: int, dim_inner: int, dim_out: int, stride: int, variant: str,
+                 zero_init_final_bn: bool) -> None:
+        super().__init__()
+        if variant not in ("concat", "sum"):
+            raise ValueError(f"time-frequency block variant {variant!r}: choose concat or sum")
+        self.variant = variant
+        self.reduce: nn.Module | None = None
+        branch_in = dim_in
+        if variant == "sum":
+            self.reduce = nn.Sequential(nn.Conv2d(dim_in, dim_inner, 1, bias=False), bn2d(dim_inner),
+                                        nn.ReLU(inplace=True))
+            branch_in = dim_inner
+        self.time = nn.Sequential(nn.Conv2d(branch_in, dim_inner, (3, 1), stride=stride, padding=(1, 0), bias=False),
+                                  bn2d(dim_inner))
+        self.freq = nn.Sequential(nn.Conv2d(branch_in, dim_inner, (1, 3), stride=stride, padding=(0, 1), bias=False),
+                                  bn2d(dim_inner))
+        merged = 2 * dim_inner if variant == "concat" else dim_inner
+        self.out = nn.Sequential(nn.Conv2d(merged, dim_out, 1, bias=False), bn2d(dim_out, zero_init=zero_init_final_bn))
+        self.shortcut = _shortcut2d(dim_in, dim_out, stride)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.shortcut is None else self.shortcut(x)
+        y = x if self.reduce is None else self.reduce(x)
+        t, f = self.time(y), self.freq(y)
+        if self.variant == "concat":
+            merged = torch.cat([self.relu(t), self.relu(f)], dim=1)
+        else:
+            merged = self.relu(t + f)
+        return self.relu(self.out(merged) + identity)
+
+
+class AudioResStage(nn.Module):
+    """`depth` audio blocks (time-frequency blocks or 2-D bottlenecks); the first applies the
+    stride in time and frequency. Input [N, C_in, T, F] -> [N, C_out, T/s, F/s]."""
+
+    def __init__(self, *, depth: int, dim_in: int, dim_inner: int, dim_out: int, stride: int, tf_block: str,
+                 zero_init_final_bn: bool) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        for i in range(depth):
+            kw = dict(dim_in=dim_in if i == 0 else dim_out, dim_inner=dim_inner, dim_out=dim_out,
+                      stride=stride if i == 0 else 1, zero_init_final_bn=zero_init_final_bn)
+            if tf_block == "none":
+                blocks.append(Bottleneck2d(**kw))
+            else:
+                blocks.append(TimeFreqBlock(variant=tf_block, **kw))
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)
+
+
+class VisualStem(nn.Module):
+    """[kt x 7 x 7] conv, stride (1, 2, 2), BN, ReLU, then max pool (1,3,3)/(1,2,2) ("pool1").
+
+    Input [N, 3, T, H, W] -> [N, C, T, H/4, W/4].
+    """
+
+    def __init__(self, *, dim_out: int, temporal_kernel: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(3, dim_out, (temporal_kernel, 7, 7), stride=(1, 2, 2),
+                              padding=(temporal_kernel // 2, 3, 3), bias=False)
+        self.bn = bn3d(dim_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.pool = nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.relu(self.bn(self.conv(x))))
+
+
+class AudioStem(nn.Module):
+    """A 9x1 (time) and a 1x9 (frequency) conv on the log-mel, summed, BN, ReLU; stride 1 and
+    no pooling (the audio keeps its full time-frequency resolution into res2).
+
+    Input [N, 1, T, F] -> [N, C, T, F].
+    """
+
+    def __init__(self, *, dim_out: int) -> None:
+        super().__init__()
+        self.time = nn.Conv2d(1, dim_out, (9, 1), padding=(4, 0), bias=False)
+        self.freq = nn.Conv2d(1, dim_out, (1, 9), padding=(0, 4), bias=False)
+        self.bn = bn2d(dim_out)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.time(x) + self.freq(x)))

@@ -1,0 +1,447 @@
+"""The AVSlowFast family: one class builds SlowFast (visual only), AVSlowFast and the Audio
+pathway alone from a :class:`~avsf.config.ModelConfig`; :class:`LateFusion` ensembles a
+SlowFast and an audio-only model.
+
+Layout (paper section 3, REFERENCE.md's table), widths for ``width`` w (64 in the paper):
+
+=========  ===============================  ==============================  =============================
+stage      Slow (T frames)                  Fast (alpha*T frames, w/beta_inv)  Audio (Ta x F log-mel, beta_A*w)
+=========  ===============================  ==============================  =============================
+stem       1x7x7 /2 + maxpool /2 ("pool1")  5x7x7 /2 + maxpool /2           9x1 + 1x9 summed, no pool
+res2       bottleneck, temporal kernel 1    bottleneck, temporal kernel 3   time-freq block (concat|sum)
+res3       bottleneck, 1, /2                bottleneck, 3, /2               time-freq block, /2 in T and F
+res4       bottleneck, 3, /2 (+NL)          bottleneck, 3, /2               2-D bottleneck 3x3, /2
+res5       bottleneck, 3, /2                bottleneck, 3, /2               2-D bottleneck 3x3, /2
+head       global average pool of each pathway, concatenated, dropout, linear
+=========  ===============================  ==============================  =============================
+
+Junctions ("pool1", "res2", "res3", "res4") come after the named stage. At a junction, in order:
+AVS features are read (pooled Slow and Fast, before any lateral of this junction, and the
+pooled audio); audio->visual laterals (``a_f_s``: added to Fast); Fast->Slow (concatenated);
+audio->visual laterals (``a_fs`` and ``av_nonlocal``: added to Slow after the concat).
+
+DropPathway (``droppathway_rate`` P_d, one draw per training iteration): a dropped lateral's
+output is multiplied by zero, so every parameter stays in the graph (DDP-safe). Mode
+``"laterals"`` (default; the authors' code): only the audio->visual laterals are dropped and the
+audio features still reach the head. Mode ``"pathway"`` (the paper's prose): the head's audio
+features are zeroed too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from avsf.config import DEPTHS, STAGES, ConfigError, ModelConfig
+from avsf.errors import UserError
+from avsf.models.avs import AVSProjection, margin_contrastive_loss, pair_weights
+from avsf.models.blocks import AudioResStage, AudioStem, VisualResStage, VisualStem
+from avsf.models.fusion import AudioLateral, AudioVisualNonLocal, FastToSlow
+from avsf.models.heads import ClassifierHead, EpicHead
+
+RES_STAGES = ("res2", "res3", "res4", "res5")
+SLOW_TEMPORAL_KERNELS = {"stem": 1, "res2": 1, "res3": 1, "res4": 3, "res5": 3}
+FAST_TEMPORAL_KERNELS = {"stem": 5, "res2": 3, "res3": 3, "res4": 3, "res5": 3}
+STAGE_STRIDES = {"res2": 1, "res3": 2, "res4": 2, "res5": 2}
+WIDTH_MULT = {"stem": 1, "res2": 4, "res3": 8, "res4": 16, "res5": 32}  # output channels / width
+INNER_MULT = {"res2": 1, "res3": 2, "res4": 4, "res5": 8}  # bottleneck channels / width
+JUNCTION_OF = {"stem": "pool1", "res2": "res2", "res3": "res3", "res4": "res4", "res5": "res5"}
+AUDIO_LATERAL_KERNEL = 5
+# Blocks per stage that use the temporal kernel: those of R50; deeper stages (R101's 23-block
+# res4) use kernel 1 in the rest, as PySlowFast's NUM_BLOCK_TEMP_KERNEL does (R101 8x8: ~107
+# GFLOPs at 256, the SlowFast paper's 106, instead of 127 with temporal kernels everywhere).
+TEMPORAL_BLOCKS = dict(zip(("res2", "res3", "res4", "res5"), DEPTHS[50]))
+
+
+def stage_depths(cfg: ModelConfig) -> dict[str, int]:
+    """Blocks per res stage, from `stage_depths` or the ResNet `depth`."""
+    depths = cfg.stage_depths or DEPTHS[cfg.depth]
+    return dict(zip(RES_STAGES, depths))
+
+
+def nonlocal_positions(depth: int) -> tuple[int, ...]:
+    """Blocks of Slow res4 followed by a non-local block (the paper's "+NL": res4 only).
+    Deep stages (R101, 23 blocks) get one every 7th block (6, 13, 20, as PySlowFast's R101 NL
+    configs); shorter ones every other block (1, 3, 5 for R50)."""
+    step = 7 if depth >= 14 else 2
+    return tuple(range(step - 1, depth, step))
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """Channel counts and temporal sizes of every pathway at every stage output."""
+
+    slow: dict[str, int]  # stage -> channels (before any lateral)
+    fast: dict[str, int]
+    audio: dict[str, int]
+    audio_inner: dict[str, int]
+    audio_time: dict[str, int]  # stage -> audio frames after that stage
+    lateral_dim: int
+
+
+def geometry(cfg: ModelConfig) -> Geometry:
+    w = cfg.width
+    fast_w = w // cfg.beta_inv
+    audio_w = int(round(w * cfg.audio_beta))
+    if w < 1 or (cfg.arch in ("slowfast", "avslowfast", "late_fusion") and fast_w < 1):
+        raise ConfigError(f"model.width={w} with beta_inv={cfg.beta_inv} leaves the Fast pathway no channels; "
+                          f"use width >= beta_inv")
+    if cfg.arch != "slowfast" and audio_w < 1:
+        raise ConfigError(f"model.width={w} x audio_beta={cfg.audio_beta} leaves the Audio pathway no channels; "
+                          f"raise width or audio_beta")
+    stages = ("stem",) + RES_STAGES
+    time, t = {}, cfg.audio_frames
+    for st in stages:
+        t = -(-t // STAGE_STRIDES.get(st, 1))  # stride-2 convs with "same" padding round up
+        time[st] = t
+    return Geometry(slow={s: w * WIDTH_MULT[s] for s in stages}, fast={s: fast_w * WIDTH_MULT[s] for s in stages},
+                    audio={s: audio_w * WIDTH_MULT[s] for s in stages},
+                    audio_inner={s: audio_w * INNER_MULT[s] for s in RES_STAGES}, audio_time=time,
+                    lateral_dim=w)  # 64 in the paper (AU_FUSION_CONV_CHANNEL_DIM); scales with width
+
+
+class AVSlowFast(nn.Module):
+    """SlowFast, AVSlowFast or the Audio pathway alone (``cfg.arch``), see the module docstring.
+
+    forward(batch, *, drop_audio=None) -> dict, per docs/INTERFACES.md:
+      batch["slow"] [N, 3, T, H, W], batch["fast"] [N, 3, alpha*T, H, W] (visual archs),
+      batch["audio"] [N, 1, Ta, F], optional batch["audio_neg"] [N, 1, Ta, F] (AVS negatives).
+      Returns "logits" [N, K] (or "verb_logits", "noun_logits" for the EPIC head); in training
+      with AVS stages and "audio_neg": "avs_loss" and "avs_loss/<stage>".
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.arch not in ("slowfast", "avslowfast", "audio_only"):
+            raise ConfigError(f"AVSlowFast builds arch slowfast, avslowfast or audio_only, not {cfg.arch!r} "
+                              f"(late_fusion: use build_model)")
+        if cfg.head != "epic" and cfg.num_classes < 1:
+            raise ConfigError(f"model.num_classes={cfg.num_classes}: set it to the dataset's class count "
+                              f"(smoke presets leave 0 for the trainer to fill in)")
+        self.cfg = cfg
+        self.has_visual = cfg.arch in ("slowfast", "avslowfast")
+        self.has_audio = cfg.arch in ("avslowfast", "audio_only")
+        self.geo = geo = geometry(cfg)
+        depths = stage_depths(cfg)
+        zero = cfg.zero_init_final_bn
+
+        self.slow = nn.ModuleDict()
+        self.fast = nn.ModuleDict()
+        self.fs = nn.ModuleDict()
+        if self.has_visual:
+            fs_stages = set(cfg.fs_fusion_stages)
+            self.slow["stem"] = VisualStem(dim_out=geo.slow["stem"], temporal_kernel=SLOW_TEMPORAL_KERNELS["stem"])
+            self.fast["stem"] = VisualStem(dim_out=geo.fast["stem"], temporal_kernel=FAST_TEMPORAL_KERNELS["stem"])
+            prev = "stem"
+            for st in RES_STAGES:
+                slow_in = geo.slow[prev] + (cfg.fusion_channel_ratio * geo.fast[prev] if JUNCTION_OF[prev] in fs_stages else 0)
+                nl = nonlocal_positions(depths[st]) if (cfg.nonlocal_res4 and st == "res4") else ()
+                self.slow[st] = VisualResStage(
+                    depth=depths[st], dim_in=slow_in, dim_inner=cfg.width * INNER_MULT[st], dim_out=geo.slow[st],
+                    temporal_kernel=SLOW_TEMPORAL_KERNELS[st], spatial_stride=STAGE_STRIDES[st],
+                    zero_init_final_bn=zero, nonlocal_after=nl, temporal_blocks=TEMPORAL_BLOCKS[st])
+                self.fast[st] = VisualResStage(
+                    depth=depths[st], dim_in=geo.fast[prev], dim_inner=geo.fast["stem"] * INNER_MULT[st],
+                    dim_out=geo.fast[st], temporal_kernel=FAST_TEMPORAL_KERNELS[st], spatial_stride=STAGE_STRIDES[st],
+                    zero_init_final_bn=zero, temporal_blocks=TEMPORAL_BLOCKS[st])
+                prev = st
+            for st, junction in JUNCTION_OF.items():
+                if junction in fs_stages:
+                    self.fs[junction] = FastToSlow(dim_fast=geo.fast[st], ratio=cfg.fusion_channel_ratio,
+                                                   kernel=cfg.fusion_kernel, alpha=cfg.alpha)
+
+        self.audio = nn.ModuleDict()
+        if self.has_audio:
+            self.audio["stem"] = AudioStem(dim_out=geo.audio["stem"])
+            prev = "stem"
+            for i, st in enumerate(RES_STAGES):
+                tf = cfg.audio_tf_block if i < 2 else "none"  # time-freq blocks in res2 and res3 only
+                self.audio[st] = AudioResStage(depth=depths[st], dim_in=geo.audio[prev], dim_inner=geo.audio_inner[st],
+                                               dim_out=geo.audio[st], stride=STAGE_STRIDES[st], tf_block=tf,
+                                               zero_init_final_bn=zero)
+                prev = st
+
+        self.av = nn.ModuleDict()
+        self.avs = nn.ModuleDict()
+        if cfg.arch == "avslowfast":
+            self._build_audio_visual(cfg, geo)
+
+        head_dim = 0
+        if self.has_visual:
+            head_dim += geo.slow["res5"] + geo.fast["res5"]
+        if self.has_audio and (cfg.arch == "audio_only" or cfg.pool5_fusion):
+            head_dim += geo.audio["res5"]
+        if cfg.head == "epic":
+            self.head: nn.Module = EpicHead(dim_in=head_dim, num_verbs=cfg.num_verbs, num_nouns=cfg.num_nouns,
+                                            dropout=cfg.dropout)
+        else:
+            self.head = ClassifierHead(dim_in=head_dim, num_classes=cfg.num_classes, dropout=cfg.dropout)
+        self._init_weights()
+
+    def _build_audio_visual(self, cfg: ModelConfig, geo: Geometry) -> None:
+        if not cfg.av_fusion_stages and not cfg.pool5_fusion and not cfg.avs_stages:
+            raise ConfigError("arch=avslowfast with no av_fusion_stages, pool5_fusion=false and no avs_stages never "
+                              "uses its Audio pathway; use arch=slowfast or enable a fusion")
+        stage_of = {j: s for s, j in JUNCTION_OF.items()}
+        for junction in cfg.av_fusion_stages:
+            st = stage_of[junction]
+            ta = geo.audio_time[st]
+            slow_dim = geo.slow[st] + (cfg.fusion_channel_ratio * geo.fast[st] if junction in cfg.fs_fusion_stages else 0)
+            if cfg.av_lateral == "av_nonlocal":
+                self.av[junction] = AudioVisualNonLocal(dim_audio=geo.audio[st], dim_inner=geo.lateral_dim,
+                                                        dim_visual=slow_dim, zero_init_final_bn=cfg.zero_init_final_bn)
+                continue
+            target_t, target_dim = ((cfg.slow_frames, slow_dim) if cfg.av_lateral == "a_fs"
+                                    else (cfg.slow_frames * cfg.alpha, geo.fast[st]))
+            if ta % target_t:
+                raise ConfigError(
+                    f"audio lateral at {junction}: the Audio pathway has {ta} frames there, not a multiple of the "
+                    f"{target_t} visual frames it feeds; choose model.audio_frames as a multiple of "
+                    f"{target_t * (cfg.audio_frames // ta if ta else 1)}")
+            self.av[junction] = AudioLateral(dim_audio=geo.audio[st], dim_inner=geo.lateral_dim, dim_visual=target_dim,
+                                             kernel=AUDIO_LATERAL_KERNEL, stride=ta // target_t)
+        for st in cfg.avs_stages:
+            junction_slow = geo.slow[st] + geo.fast[st]
+            self.avs[st] = AVSProjection(dim_visual=junction_slow, dim_audio=geo.audio[st], dim=cfg.avs_dim,
+                                         scale=cfg.avs_scale)
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.01)
+                nn.init.zeros_(m.bias)
+
+    # --- inputs -------------------------------------------------------------------------
+    def expected_inputs(self) -> dict[str, str]:
+        """Input key -> expected shape, for error messages."""
+        c = self.cfg
+        out = {}
+        if self.has_visual:
+            out["slow"] = f"[N, 3, {c.slow_frames}, H, W]"
+            out["fast"] = f"[N, 3, {c.slow_frames * c.alpha}, H, W]"
+        if self.has_audio:
+            out["audio"] = f"[N, 1, {c.audio_frames}, {c.audio_mel_bins}]"
+        return out
+
+    def _check_inputs(self, batch: dict[str, torch.Tensor]) -> int:
+        expected = self.expected_inputs()
+        if not isinstance(batch, dict):
+            raise UserError(f"the {self.cfg.arch} model takes a dict of tensors with keys "
+                            f"{', '.join(f'{k!r} {v}' for k, v in expected.items())}; got {type(batch).__name__}")
+        missing = [k for k in expected if k not in batch]
+        if missing:
+            raise UserError(f"input batch lacks {', '.join(map(repr, missing))}: the {self.cfg.arch} model needs "
+                            f"{', '.join(f'{k!r} {v}' for k, v in expected.items())}")
+        c = self.cfg
+        want = {}
+        if self.has_visual:
+            want["slow"] = (3, c.slow_frames, None, None)
+            want["fast"] = (3, c.slow_frames * c.alpha, None, None)
+        if self.has_audio:
+            want["audio"] = (1, c.audio_frames, c.audio_mel_bins)
+            if "audio_neg" in batch:
+                want["audio_neg"] = want["audio"]
+                expected["audio_neg"] = expected["audio"]
+        n = None
+        for key, dims in want.items():
+            x = batch[key]
+            ok = (isinstance(x, torch.Tensor) and x.dim() == len(dims) + 1
+                  and all(d is None or d == s for d, s in zip(dims, x.shape[1:])))
+            if ok and n is not None and x.shape[0] != n:
+                ok = False
+            if not ok:
+                got = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                raise UserError(f"input {key!r} has shape {got}; expected {expected[key]} with the same N for every "
+                                f"input (the {c.arch} model: {', '.join(f'{k} {v}' for k, v in expected.items())})")
+            n = x.shape[0]
+        if self.has_visual and batch["slow"].shape[3:] != batch["fast"].shape[3:]:
+            raise UserError(f"'slow' {list(batch['slow'].shape)} and 'fast' {list(batch['fast'].shape)} must share "
+                            f"H and W")
+        if self.has_visual and min(batch["slow"].shape[3:]) < 32:
+            raise UserError(f"'slow' {list(batch['slow'].shape)}: H and W must be at least 32 (five stride-2 stages)")
+        return int(n)
+
+    # --- forward ------------------------------------------------------------------------
+    def draw_drop(self, drop_audio: bool | None) -> bool:
+        """This iteration's DropPathway decision (False in eval and for models without laterals
+        to drop)."""
+        if not self.training or self.cfg.arch != "avslowfast":
+            return False
+        if drop_audio is not None:
+            return bool(drop_audio)
+        rate = self.cfg.droppathway_rate
+        return rate > 0 and bool(torch.rand(()) < rate)
+
+    def forward(self, batch: dict[str, torch.Tensor], *, drop_audio: bool | None = None) -> dict[str, torch.Tensor]:
+        n = self._check_inputs(batch)
+        c = self.cfg
+        drop = self.draw_drop(drop_audio)
+        gate = 0.0 if drop else 1.0
+        use_avs = self.training and len(self.avs) > 0 and "audio_neg" in batch
+
+        s = batch["slow"] if self.has_visual else None
+        f = batch["fast"] if self.has_visual else None
+        a = None
+        if self.has_audio:
+            # Batch layout for AVS: rows [0, N) aligned audio, rows [N, 2N) the negatives.
+            a = torch.cat([batch["audio"], batch["audio_neg"]]) if use_avs else batch["audio"]
+
+        avs_feats: dict[str, tuple[torch.Tensor, torch.Tensor, bool]] = {}
+        audio_reached_visual = False  # has a live audio lateral fed the visual pathways yet?
+        for st in ("stem",) + RES_STAGES:
+            if self.has_visual:
+                s, f = self.slow[st](s), self.fast[st](f)
+            if a is not None:
+                a = self.audio[st](a)
+            junction = JUNCTION_OF[st]
+            if st in self.avs and use_avs:
+                # AVS is live only while the visual features have not heard this clip's audio.
+                visual = torch.cat([_pool(s), _pool(f)], dim=1)
+                avs_feats[st] = (visual, _pool(a), not audio_reached_visual)
+            lateral = self.av[junction] if junction in self.av else None
+            if lateral is not None and c.av_lateral == "a_f_s":
+                f = f + gate * lateral(a[:n], f)
+            if junction in self.fs:
+                s = torch.cat([s, self.fs[junction](f)], dim=1)
+            if lateral is not None and c.av_lateral != "a_f_s":
+                s = s + gate * lateral(a[:n], s)
+            if lateral is not None and not drop:
+                audio_reached_visual = True
+
+        pooled = []
+        if self.has_visual:
+            pooled += [_pool(s), _pool(f)]
+        if self.has_audio and (c.arch == "audio_only" or c.pool5_fusion):
+            head_gate = gate if c.droppathway_mode == "pathway" else 1.0
+            pooled.append(_pool(a[:n]) * head_gate)
+        out = self.head(torch.cat(pooled, dim=1))
+
+        if use_avs:
+            out.update(self._avs_losses(avs_feats, batch, n))
+        elif self.training and len(self.avs) > 0:
+            # The AVS projections take no part in this step: tie them in with a zero so DDP
+            # (find_unused_parameters=False) still sees a gradient for each of them.
+            tie = sum(p.sum() for p in self.avs.parameters()) * 0.0
+            for k in out:
+                out[k] = out[k] + tie
+        return out
+
+    def _avs_losses(self, feats: dict, batch: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
+        c = self.cfg
+        weight = pair_weights(audio=batch["audio"], audio_neg=batch["audio_neg"], silence_var=c.avs_silence_var)
+        losses, total = {}, 0.0
+        for st, (visual, audio, live) in feats.items():
+            v, a = self.avs[st](visual, audio)
+            loss = margin_contrastive_loss(visual=v, audio_pos=a[:n], audio_neg=a[n:], weight=weight, margin=c.avs_margin)
+            loss = loss * (1.0 if live else 0.0)
+            losses[f"avs_loss/{st}"] = loss
+            total = total + loss
+        losses["avs_loss"] = c.avs_weight * total
+        return losses
+
+
+def _pool(x: torch.Tensor) -> torch.Tensor:
+    """Global average over every axis after channels: [N, C, ...] -> [N, C]."""
+    return x.flatten(2).mean(dim=2)
+
+
+class LateFusion(nn.Module):
+    """An ensemble of separately trained visual and audio models (Table 6, "late fusion").
+
+    Averages the two models' class probabilities (softmax, or sigmoid for the multi-label head).
+    Returns "probs" [N, K] and "logits" [N, K] = log(probs) for softmax heads (softmax of these
+    logits gives back the average) or logit(probs) for sigmoid heads; EPIC heads get
+    "verb_*"/"noun_*" of each.
+    """
+
+    def __init__(self, visual_model: nn.Module, audio_model: nn.Module, *, multilabel: bool = False) -> None:
+        super().__init__()
+        self.visual_model = visual_model
+        self.audio_model = audio_model
+        self.multilabel = multilabel
+
+    def forward(self, batch: dict[str, torch.Tensor], *, drop_audio: bool | None = None) -> dict[str, torch.Tensor]:
+        v, a = self.visual_model(batch), self.audio_model(batch)
+        out = {}
+        for key in v:
+            if not key.endswith("logits"):
+                continue
+            if self.multilabel:
+                probs = (torch.sigmoid(v[key]) + torch.sigmoid(a[key])) / 2
+                out[key] = torch.logit(probs, eps=1e-6)
+            else:
+                probs = (torch.softmax(v[key], dim=1) + torch.softmax(a[key], dim=1)) / 2
+                out[key] = probs.clamp_min(1e-12).log()
+            out[key.replace("logits", "probs")] = probs
+        return out
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """The model a ModelConfig describes (arch slowfast, avslowfast, audio_only or late_fusion)."""
+    if cfg.arch == "late_fusion":
+        visual = AVSlowFast(dataclasses.replace(cfg, arch="slowfast"))
+        audio = AVSlowFast(dataclasses.replace(cfg, arch="audio_only"))
+        return LateFusion(visual, audio, multilabel=cfg.head == "sigmoid")
+    return AVSlowFast(cfg)
+
+
+def describe_stages(cfg: ModelConfig, crop: int) -> list[tuple[str, str, tuple[int, ...]]]:
+    """Rows (stage, pathway, output shape without N) of the model at a `crop` x `crop` input,
+    from a forward pass on the meta device (no memory, no compute): the paper's Table 1.
+
+    Stages: "input", "pool1" (stem + max pool), "res2".."res5", then ("head", "logits", (K,)).
+    Slow shapes are the stage outputs before the junction's laterals.
+    """
+    model = _meta_model(cfg)
+    rows: list[tuple[str, str, tuple[int, ...]]] = []
+    batch = example_inputs(cfg, crop=crop, batch=1, device="meta")
+    for key, x in batch.items():
+        rows.append(("input", key, tuple(x.shape[1:])))
+    hooks = []
+    for pathway in ("slow", "fast", "audio"):
+        for st, mod in getattr(model, pathway).items():
+            name = "pool1" if st == "stem" else st
+            hooks.append(mod.register_forward_hook(
+                lambda _m, _i, out, name=name, pathway=pathway: rows.append((name, pathway, tuple(out.shape[1:])))))
+    with torch.no_grad():
+        out = model(batch)
+    for h in hooks:
+        h.remove()
+    order = {k: i for i, k in enumerate(("input", "pool1") + RES_STAGES)}
+    rows.sort(key=lambda r: (order[r[0]], ("slow", "fast", "audio").index(r[1]) if r[1] in ("slow", "fast", "audio") else 0))
+    for key, value in out.items():
+        rows.append(("head", key, tuple(value.shape[1:])))
+    return rows
+
+
+def _meta_model(cfg: ModelConfig) -> AVSlowFast:
+    if cfg.arch == "late_fusion":
+        raise ConfigError("late_fusion is an ensemble of two models: describe arch=slowfast and arch=audio_only")
+    cfg = dataclasses.replace(cfg, num_classes=cfg.num_classes or 400)
+    with torch.device("meta"):
+        model = AVSlowFast(cfg)
+    return model.eval()
+
+
+def example_inputs(cfg: ModelConfig, *, crop: int, batch: int, device: str | torch.device = "cpu",
+                   with_negatives: bool = False, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Random inputs of the shapes `cfg` expects (keys only for the pathways it has)."""
+    out = {}
+    def rand(*shape):
+        if str(device) == "meta":
+            return torch.empty(*shape, device="meta")
+        return torch.randn(*shape, generator=generator).to(device)
+    if cfg.arch in ("slowfast", "avslowfast", "late_fusion"):
+        out["slow"] = rand(batch, 3, cfg.slow_frames, crop, crop)
+        out["fast"] = rand(batch, 3, cfg.slow_frames * cfg.alpha, crop, crop)
+    if cfg.arch in ("avslowfast", "audio_only", "late_fusion"):
+        out["audio"] = rand(batch, 1, cfg.audio_frames, cfg.audio_mel_bins)
+        if with_negatives:
+            out["audio_neg"] = rand(batch, 1, cfg.audio_frames, cfg.audio_mel_bins)
+    return out
