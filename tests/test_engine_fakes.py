@@ -13,11 +13,11 @@ class TinyVideoNet(nn.Module):
     """Conv3d + BN + dropout + linear over "slow" [N,3,T,H,W]; an audio linear branch whose
     contribution ``drop_audio`` zeroes. Returns {"logits": [N,K]}."""
 
-    def __init__(self, *, num_classes: int, batch_norm: bool = True, width: int = 4) -> None:
+    def __init__(self, *, num_classes: int, batch_norm: bool = True, width: int = 4, dropout: float = 0.3) -> None:
         super().__init__()
         self.conv = nn.Conv3d(3, width, kernel_size=3, padding=1)
         self.bn = nn.BatchNorm3d(width) if batch_norm else nn.Identity()
-        self.drop = nn.Dropout(0.3)
+        self.drop = nn.Dropout(dropout)
         self.audio = nn.Linear(4, width)
         self.fc = nn.Linear(width, num_classes)
 
@@ -83,7 +83,8 @@ def install(monkeypatch, *, views: int = 2, num_videos: int = 24, batch_norm: bo
     monkeypatch.setattr(runtime, "build_dataset", build_dataset)
     monkeypatch.setattr(runtime, "build_loader", tiny_loader)
     monkeypatch.setattr(runtime, "build_model",
-                        lambda cfg: TinyVideoNet(num_classes=cfg.model.num_classes, batch_norm=batch_norm))
+                        lambda cfg: TinyVideoNet(num_classes=cfg.model.num_classes, batch_norm=batch_norm,
+                                                 dropout=cfg.model.dropout))
     import avsf.engine.evaluate as ev
 
     monkeypatch.setattr(ev, "compute_cost", lambda cfg: {"params": 1, "gflops": 0.5, "views": 2,

@@ -235,12 +235,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        stages = {k: float(v) for k, v in outputs.items() if k.startswith("avs_loss/")}
+        stages = {k: float(v.detach()) for k, v in outputs.items() if k.startswith("avs_loss/")}
         clips = int(next(v for v in batch.values() if isinstance(v, torch.Tensor)).shape[0])
-        self.meter.add(clips=clips, loss=float(loss), task=float(loss_task),
-                       avs=None if avs is None else float(avs), stages=stages,
+        loss_value = float(loss.detach())
+        self.meter.add(clips=clips, loss=loss_value, task=float(loss_task.detach()),
+                       avs=None if avs is None else float(avs.detach()), stages=stages,
                        hits=batch_top1_hits(outputs, batch, head=cfg.model.head))
-        return lr, {"loss": float(loss), "clips": clips}
+        return lr, {"loss": loss_value, "clips": clips}
 
     # --- the loop -----------------------------------------------------------------------
     def _stop_requested(self) -> bool:
