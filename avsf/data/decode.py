@@ -188,6 +188,23 @@ def _frame_time(frame: Any, stream: Any, origin: float) -> float | None:
     return float(frame.pts * stream.time_base) - origin
 
 
+_reformatter = None
+
+
+def to_rgb(frame: Any) -> np.ndarray:
+    """A decoded frame as uint8 [H,W,3] RGB.
+
+    One swscale context is kept per process and reused while frame sizes stay the same, and
+    swscale runs single-threaded (its default spawns a thread pool per conversion).
+    """
+    global _reformatter
+    if _reformatter is None:
+        from av.video.reformatter import VideoReformatter
+
+        _reformatter = VideoReformatter()
+    return _reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+
+
 def decode_frames(container: Any, *, times: np.ndarray, path: str | os.PathLike = "") -> np.ndarray:
     """The frame shown at each of `times` (seconds from the origin, ascending).
 
@@ -223,7 +240,7 @@ def decode_frames(container: Any, *, times: np.ndarray, path: str | os.PathLike 
                     if prev is None:  # clip starts before the first frame
                         prev = frame
                     if prev_rgb is None:  # convert only frames that are used
-                        prev_rgb = prev.to_ndarray(format="rgb24")
+                        prev_rgb = to_rgb(prev)
                     out[k] = prev_rgb
                     k += 1
                 if k == n:
@@ -238,7 +255,7 @@ def decode_frames(container: Any, *, times: np.ndarray, path: str | os.PathLike 
         if prev is None:
             raise DecodeError(path, "no video frame could be decoded")
         if k < n:
-            last = prev_rgb if prev_rgb is not None else prev.to_ndarray(format="rgb24")
+            last = prev_rgb if prev_rgb is not None else to_rgb(prev)
             for j in range(k, n):
                 out[j] = last
         return np.stack(out)  # type: ignore[arg-type]

@@ -1,0 +1,308 @@
+"""The dataset every format shares: records in, training clips or test views out.
+
+`train` gives one random clip per video; `val`/`test` give one item per (video, temporal
+view, spatial view). A sample is a dict (docs/INTERFACES.md, "Data"):
+
+    "slow" [3,T,H,W], "fast" [3,alpha*T,H,W]       float32, normalised (not for audio_only)
+    "audio" [1,Ta,F]                                 normalised log-mel (not for slowfast)
+    "audio_neg" [1,Ta,F], "audio_neg_hard" bool      training with AVS on (avslowfast)
+    "has_audio" bool, "audio_pad" float32            padding: fraction of the span without sound
+    "label" int64 | float [K] multi-hot, "verb"/"noun" int64 (EPIC)
+    "video_index" int64, "view_index" int64
+    "_failures" list[str]                            files replaced to make this sample
+
+A file that fails to decode is replaced by another item (policy "replace": counted, logged
+with its path, and listed in "_failures") or raises (policy "strict").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from avsf.data import sampling
+from avsf.data.audio import clip_logmel
+from avsf.data.datasets.records import SplitListing, VideoRecord
+from avsf.data.decode import DecodeError, decode_audio_span, decode_clip, open_media, resample_audio
+from avsf.data.transforms import pack_pathways, test_transform, train_transform
+from avsf.errors import UserError
+
+log = logging.getLogger("avsf.data")
+MAX_ATTEMPTS = 10  # replacements tried before a sample gives up (a bug, not a bad file)
+
+
+class AVClipDataset(torch.utils.data.Dataset):
+    """Clips of the videos in `listing`, sampled and transformed as `cfg` says."""
+
+    def __init__(self, listing: SplitListing, *, cfg, split: str, dataset_name: str, probe: bool = True):
+        if split not in ("train", "val", "test"):
+            raise UserError(f"split {split!r} is not one of train, val, test")
+        self.cfg = cfg
+        self.split = split
+        self.dataset_name = dataset_name
+        self.geometry = sampling.ClipGeometry.from_config(cfg)
+        arch = cfg.model.arch
+        self.want_video = arch != "audio_only"
+        self.want_audio = arch != "slowfast"
+        # AVS pairs visual and audio features: only the full audiovisual model uses negatives
+        self.want_negatives = split == "train" and arch == "avslowfast" and bool(cfg.model.avs_stages)
+        self.multi_label = listing.multi_label
+        self.is_epic = dataset_name == "epic"
+        self.num_classes = listing.num_classes
+        self.class_names = listing.class_names
+        self.split_file = listing.split_file
+        self.bad_lines = listing.bad_lines
+        self.epoch, self.total_epochs = 0, max(1, cfg.solver.epochs)
+        self.blocked: set[int] = set()  # videos that killed a loader worker: never decoded again
+        self.records, self.durations, self.audio_flags, self.stats = self._select(listing.records, probe=probe)
+        self.num_videos = len(self.records)
+        self.views = cfg.data.num_temporal_views * cfg.data.num_spatial_views if split != "train" else 1
+        self._with_audio = [i for i, a in enumerate(self.audio_flags) if a]
+        log.info("%s %s: %s", dataset_name, split, ", ".join(f"{k} {v}" for k, v in self.stats.items()))
+
+    # --- which videos are usable ---------------------------------------------------------
+    def _select(self, records: list[VideoRecord], *, probe: bool) -> tuple[list[VideoRecord], list[float], list[bool], dict]:
+        from avsf.data.check import header_probe_cached
+
+        listed = len(records)
+        media = sorted({r.path for r in records if not r.frames} | {r.audio_path for r in records if r.frames and r.audio_path})
+        results = header_probe_cached(media, timeout_s=self.cfg.data.decode_timeout_s,
+                                      cache_key=os.path.abspath(self.split_file)) if probe and media else {}
+        kept, durations, audio_flags = [], [], []
+        found = readable = with_audio = no_video = 0
+        for r in records:
+            if r.frames:  # image sequence: the frames are the video, the sound is optional
+                ok = os.path.exists(r.frames[0]) and os.path.exists(r.frames[-1])
+                found += ok
+                readable += ok
+                res = results.get(r.audio_path)
+                has_audio = bool(res and res.readable and res.info["has_audio"])
+                duration = len(r.frames) / r.fps
+            else:
+                res = results.get(r.path)
+                if res is None and not probe:
+                    ok, has_audio, duration = os.path.exists(r.path), True, 0.0
+                    found += ok
+                    readable += ok
+                else:
+                    found += res is not None and res.status != "missing"
+                    ok = res is not None and res.readable
+                    readable += ok
+                    has_audio = bool(ok and res.info["has_audio"])
+                    duration = float(res.info["duration_s"]) if ok else 0.0
+                    if ok and self.want_video and not res.info["has_video"]:
+                        no_video += 1
+                        ok = False
+            with_audio += ok and has_audio
+            if ok:
+                kept.append(r)
+                durations.append(duration)
+                audio_flags.append(has_audio)
+        stats = {"listed": listed, "found": found, "readable": readable, "with_audio": with_audio,
+                 "no_video": no_video, "used": len(kept), "bad_lines": len(self.bad_lines)}
+        return kept, durations, audio_flags, stats
+
+    # --- the interface -------------------------------------------------------------------
+    def set_epoch(self, epoch: int, total_epochs: int) -> None:
+        """The epoch drives the per-sample randomness and the AVS negative curriculum."""
+        self.epoch, self.total_epochs = int(epoch), max(1, int(total_epochs))
+
+    def __len__(self) -> int:
+        return self.num_videos * self.views
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        failures: list[str] = []
+        item = int(index)
+        for attempt in range(MAX_ATTEMPTS):
+            video = item // self.views
+            path = self.records[video].path
+            if video in self.blocked:
+                failures.append(f"{path}: killed a loader worker earlier")
+            else:
+                try:
+                    sample = self._load(item, attempt)
+                    sample["_failures"] = failures
+                    return sample
+                except Exception as e:  # noqa: BLE001  (any decode problem: the policy decides)
+                    reason = e.reason if isinstance(e, DecodeError) else f"{type(e).__name__}: {e}"
+                    if self.cfg.data.decode_failure == "strict":
+                        raise DecodeError(path, f"{reason} (data.decode_failure=strict; "
+                                                f"set it to replace to skip bad files)") from e
+                    failures.append(f"{path}: {reason}")
+                    log.warning("decode failed, sample replaced: %s: %s", path, reason)
+            item = self.replacement(index, attempt)
+        raise RuntimeError(f"{MAX_ATTEMPTS} files in a row failed to decode for item {index}; "
+                           f"the last: {failures[-1]} (is the dataset readable? run avsf check-data)")
+
+    def replacement(self, index: int, attempt: int) -> int:
+        """The item that stands in for `index` after `attempt` failures (deterministic)."""
+        rng = sampling.sample_rng(self.cfg.seed, self.epoch, index, attempt, 0x5EED)
+        return int(rng.integers(len(self)))
+
+    # --- one sample ----------------------------------------------------------------------
+    def _window(self, video: int) -> tuple[float, float]:
+        r = self.records[video]
+        if r.window is not None:
+            return r.window
+        return (0.0, self.durations[video])
+
+    def _load(self, item: int, attempt: int) -> dict[str, Any]:
+        cfg, geo = self.cfg, self.geometry
+        video = item // self.views
+        record = self.records[video]
+        rng = sampling.sample_rng(cfg.seed, self.epoch, item, attempt)
+        window = self._window(video)
+        if self.split == "train":
+            start = sampling.train_start(rng, window=window, span_s=geo.span_s)
+            t_view = s_view = 0
+        else:
+            view = item % self.views
+            t_view, s_view = divmod(view, cfg.data.num_spatial_views)
+            start = sampling.test_starts(window=window, span_s=geo.span_s,
+                                         num_views=cfg.data.num_temporal_views)[t_view]
+        sample: dict[str, Any] = {}
+        container = None if record.frames else open_media(record.path)
+        try:
+            frames, waveform, pad = self._decode(record, container, start=start)
+            if self.want_video:
+                if self.split == "train":
+                    clip = train_transform(frames, rng=rng, jitter=tuple(cfg.data.train_jitter), crop=cfg.data.train_crop,
+                                           flip=cfg.data.random_flip, mean=tuple(cfg.data.mean), std=tuple(cfg.data.std))
+                else:
+                    clip = test_transform(frames, short_side=cfg.data.test_short_side, crop=cfg.data.test_crop,
+                                          spatial_index=s_view, num_spatial=cfg.data.num_spatial_views,
+                                          mean=tuple(cfg.data.mean), std=tuple(cfg.data.std))
+                sample["slow"], sample["fast"] = pack_pathways(clip, alpha=geo.alpha)
+            if self.want_audio:
+                sample["audio"] = self._logmel(waveform)
+            if self.want_negatives:
+                neg, hard = self._negative(video, container, record, start=start, rng=rng,
+                                           has_audio=waveform is not None)
+                sample["audio_neg"] = self._logmel(neg)
+                sample["audio_neg_hard"] = hard
+        finally:
+            if container is not None:
+                container.close()
+        sample["has_audio"] = bool(self.audio_flags[video])
+        sample["audio_pad"] = torch.tensor(pad if waveform is not None else 1.0, dtype=torch.float32)
+        sample.update(self._labels(record, start=start))
+        sample["video_index"] = torch.tensor(video, dtype=torch.int64)
+        sample["view_index"] = torch.tensor(t_view * cfg.data.num_spatial_views + s_view, dtype=torch.int64)
+        return sample
+
+    def _logmel(self, waveform: np.ndarray | None) -> torch.Tensor:
+        d, m = self.cfg.data, self.cfg.model
+        return clip_logmel(waveform, sample_rate=d.audio_sample_rate, n_fft=d.n_fft, hop_length=d.hop_length,
+                           n_mels=m.audio_mel_bins, frames=m.audio_frames, mean=d.logmel_mean, std=d.logmel_std)
+
+    def _decode(self, record: VideoRecord, container: Any, *, start: float) -> tuple[np.ndarray | None, np.ndarray | None, float]:
+        """(frames uint8 [N,H,W,3] | None, mono waveform at the audio rate | None, padding)."""
+        geo, rate = self.geometry, self.cfg.data.audio_sample_rate
+        want_audio = self.want_audio or self.want_negatives
+        if not record.frames:
+            clip = decode_clip(record.path, start_s=start, duration_s=geo.span_s, num_frames=geo.fast_frames,
+                               audio_rate=rate, want_video=self.want_video, want_audio=want_audio, container=container)
+            return clip.frames, clip.audio, clip.audio_pad
+        frames = self._read_images(record, start=start) if self.want_video else None
+        waveform, pad = None, 1.0
+        if want_audio and record.audio_path and os.path.exists(record.audio_path):
+            audio_container = open_media(record.audio_path)
+            try:
+                if audio_container.streams.audio:
+                    waveform, pad = self._audio_span(audio_container, start=start)
+            finally:
+                audio_container.close()
+        return frames, waveform, pad
+
+    def _read_images(self, record: VideoRecord, *, start: float) -> np.ndarray:
+        from torchvision.io import decode_image, read_file
+
+        geo = self.geometry
+        times = start + np.arange(geo.fast_frames) * (geo.span_s / geo.fast_frames)
+        idx = np.clip(np.floor(times * record.fps + 1e-6).astype(int), 0, len(record.frames) - 1)
+        cache: dict[int, np.ndarray] = {}
+        out = []
+        for i in idx:
+            if i not in cache:
+                try:
+                    img = decode_image(read_file(record.frames[i]), mode=_rgb_mode())
+                except (RuntimeError, OSError) as e:
+                    raise DecodeError(record.frames[i], f"cannot read frame image: {e}") from e
+                cache[i] = img.permute(1, 2, 0).numpy()
+            out.append(cache[i])
+        return np.stack(out)
+
+    def _audio_span(self, container: Any, *, start: float) -> tuple[np.ndarray, float]:
+        span, rate = self.geometry.span_s, self.cfg.data.audio_sample_rate
+        native, native_rate, pad = decode_audio_span(container, start_s=start, duration_s=span)
+        return resample_audio(native, orig_rate=native_rate, new_rate=rate, length=max(1, int(round(span * rate)))), pad
+
+    def _negative(self, video: int, container: Any, record: VideoRecord, *, start: float,
+                  rng: np.random.Generator, has_audio: bool) -> tuple[np.ndarray | None, bool]:
+        """An AVS negative: (waveform, hard). Hard: the same video's audio at least
+        `hard_negative_min_shift_s` away; easy: another video's audio."""
+        d, geo = self.cfg.data, self.geometry
+        p_hard = sampling.hard_negative_probability(epoch=self.epoch, total_epochs=self.total_epochs,
+                                                    switch=d.curriculum_switch, fraction=d.hard_negative_fraction)
+        if has_audio and rng.random() < p_hard and not record.frames:
+            shifted = sampling.hard_negative_start(rng, window=self._window(video), span_s=geo.span_s,
+                                                   positive_start=start, min_shift_s=d.hard_negative_min_shift_s)
+            if shifted is not None:
+                return self._audio_span(container, start=shifted)[0], True
+        others = [i for i in self._with_audio if i != video]
+        for _ in range(3):  # another video's audio; a failing file is just skipped here
+            if not others:
+                break
+            other = others[int(rng.integers(len(others)))]
+            other_start = sampling.train_start(rng, window=self._window(other), span_s=geo.span_s)
+            try:
+                rec = self.records[other]
+                c = open_media(rec.audio_path if rec.frames else rec.path)
+                try:
+                    return self._audio_span(c, start=other_start)[0], False
+                finally:
+                    c.close()
+            except Exception as e:  # noqa: BLE001
+                log.warning("AVS negative skipped: %s: %s", self.records[other].path, e)
+        return None, False
+
+    def _labels(self, record: VideoRecord, *, start: float) -> dict[str, torch.Tensor]:
+        if self.is_epic:
+            return {"label": torch.tensor(int(record.label), dtype=torch.int64),
+                    "verb": torch.tensor(record.verb, dtype=torch.int64),
+                    "noun": torch.tensor(record.noun, dtype=torch.int64)}
+        if self.multi_label:
+            labels: set[int] = set(record.label)  # video level (val/test)
+            if self.split == "train" and record.frame_labels:  # the frames the clip covers
+                lo = int(np.floor(start * record.fps))
+                hi = int(np.ceil((start + self.geometry.span_s) * record.fps))
+                labels = {x for fl in record.frame_labels[max(0, lo):max(lo + 1, hi)] for x in fl}
+            hot = torch.zeros(self.num_classes, dtype=torch.float32)
+            if labels:
+                hot[list(labels)] = 1.0
+            return {"label": hot}
+        return {"label": torch.tensor(int(record.label), dtype=torch.int64)}
+
+
+def _rgb_mode():
+    from torchvision.io import ImageReadMode
+
+    return ImageReadMode.RGB
+
+
+def records_paths(records: list[VideoRecord]) -> list[str]:
+    """Every media file a list of records needs (video files, or frames' audio files)."""
+    out = []
+    for r in records:
+        out.append(r.audio_path if r.frames and r.audio_path else r.path)
+    return out
+
+
+def describe(ds: AVClipDataset) -> str:
+    return f"{ds.dataset_name}/{ds.split} ({Path(ds.split_file).name}): " + \
+        ", ".join(f"{k} {v}" for k, v in ds.stats.items())

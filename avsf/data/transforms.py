@@ -1,0 +1,77 @@
+"""Image work on decoded frames (torchvision.transforms.v2) and packing into pathways.
+
+Frames arrive as uint8 [N,H,W,3] (numpy, from the decoder) and leave as float32 [3,N,S,S],
+normalised. Random choices are drawn by the caller's numpy generator, not torch's global
+RNG, so a sample is the same whichever worker makes it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+
+def to_tensor_frames(frames: np.ndarray) -> torch.Tensor:
+    """uint8 [N,H,W,3] numpy -> uint8 [N,3,H,W] tensor (a view, no copy)."""
+    return torch.from_numpy(frames).permute(0, 3, 1, 2)
+
+
+def _scaled_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    if height <= width:
+        return short_side, max(short_side, int(round(width * short_side / height)))
+    return max(short_side, int(round(height * short_side / width))), short_side
+
+
+def _normalise(x: torch.Tensor, *, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 [N,3,H,W] -> float32 [3,N,H,W] normalised."""
+    x = TF.to_dtype(x, torch.float32, scale=True)
+    x = TF.normalize(x, mean=list(mean), std=list(std))
+    return x.permute(1, 0, 2, 3).contiguous()
+
+
+def train_transform(frames: np.ndarray, *, rng: np.random.Generator, jitter: tuple[int, int], crop: int,
+                    flip: bool, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """Short side to a random size in [jitter[0], jitter[1]], a random crop x crop square,
+    a horizontal flip with probability 1/2 (if `flip`), normalise.
+
+    frames: uint8 [N,H,W,3]. Returns float32 [3,N,crop,crop].
+    """
+    x = to_tensor_frames(frames)
+    short = int(rng.integers(jitter[0], jitter[1] + 1))
+    short = max(short, crop)
+    h, w = _scaled_size(x.shape[-2], x.shape[-1], short)
+    x = TF.resize(x, [h, w], antialias=True)
+    top = int(rng.integers(0, h - crop + 1))
+    left = int(rng.integers(0, w - crop + 1))
+    x = TF.crop(x, top, left, crop, crop)
+    if flip and rng.random() < 0.5:
+        x = TF.horizontal_flip(x)
+    return _normalise(x, mean=mean, std=std)
+
+
+def test_transform(frames: np.ndarray, *, short_side: int, crop: int, spatial_index: int, num_spatial: int,
+                   mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """Short side to `short_side`, then crop `spatial_index` of `num_spatial` crops spread
+    along the long side (see sampling.spatial_offsets), normalise.
+
+    frames: uint8 [N,H,W,3]. Returns float32 [3,N,crop,crop].
+    """
+    from avsf.data.sampling import spatial_offsets
+
+    x = to_tensor_frames(frames)
+    h, w = _scaled_size(x.shape[-2], x.shape[-1], max(short_side, crop))
+    x = TF.resize(x, [h, w], antialias=True)
+    top, left = spatial_offsets(height=h, width=w, crop=crop, num_views=num_spatial)[spatial_index]
+    x = TF.crop(x, top, left, crop, crop)
+    return _normalise(x, mean=mean, std=std)
+
+
+def pack_pathways(video: torch.Tensor, *, alpha: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split a Fast-rate clip into (slow, fast): Slow keeps every alpha-th frame.
+
+    video: [3, alpha*T, H, W]. Returns slow [3,T,H,W], fast [3,alpha*T,H,W].
+    """
+    if video.shape[1] % alpha:
+        raise ValueError(f"clip of {video.shape[1]} frames does not split into alpha={alpha} groups")
+    return video[:, ::alpha].contiguous(), video
