@@ -324,7 +324,8 @@ def _data_overrides(row: Row, scale: str, data_roots: dict[str, str | None]) -> 
         return out + ["data.dataset=synthetic"]
     if row.dataset in ("epic", "charades"):
         # written by ensure_synthetic_view() before the runs are submitted
-        view = synthetic_view_dir(kind=row.dataset, synthetic_root=synthetic_root, scale=scale)
+        synth_scale = "small" if scale == "small" else "smoke"
+        view = synthetic_view_dir(kind=row.dataset, synthetic_root=synthetic_root, scale=f"{synth_scale}-seed0")
         head = "epic" if row.dataset == "epic" else "sigmoid"
         return out + [f"data.dataset={row.dataset}", f"data.root={view}", f"model.head={head}"]
     raise UserError(f"no synthetic stand-in for {row.dataset} below the paper scale; "
@@ -413,5 +414,163 @@ def load_claims() -> list[dict[str, str]]:
 
 # --- derived, synthetic EPIC- and Charades-format views of the built-in dataset -------------
 def synthetic_view_dir(*, kind: str, synthetic_root: str | Path, scale: str) -> Path:
-    """Where the synthetic ``kind`` ("epic" or "charades") view of the built-in dataset lives."""
+    """Where the synthetic ``kind`` ("epic" or "charades") view of the built-in dataset lives
+    (``scale`` names the source: ``smoke-seed0``)."""
     return Path(synthetic_root) / "views" / f"{kind}-{scale}"
+
+
+def prepare_data(configs: list[RunConfig]) -> None:
+    """Build the synthetic EPIC / Charades views the configs read (before any run starts, so
+    parallel runs never race to build them); configs on user data need nothing."""
+    for cfg in configs:
+        d = cfg.data
+        if d.dataset not in ("epic", "charades"):
+            continue
+        scale = f"{d.synthetic_scale}-seed{d.synthetic_seed}"
+        if Path(d.root) == synthetic_view_dir(kind=d.dataset, synthetic_root=d.synthetic_root, scale=scale):
+            ensure_synthetic_view(kind=d.dataset, synthetic_root=d.synthetic_root, scale=d.synthetic_scale,
+                                  seed=d.synthetic_seed)
+
+
+VIEW_VERSION = 1  # bump when a view's content changes: cached views are rebuilt
+
+
+def synthetic_vocabulary(class_names: list[str]) -> tuple[list[str], list[str], list[tuple[int, int]]]:
+    """Split each synthetic class name "<noun> <verb>" ("door closing", "six shaking") into a
+    noun and a verb: (verbs, nouns, [(verb index, noun index) per class]). Every class of the
+    built-in dataset is such a pair, so an EPIC action (verb, noun) is exactly one class."""
+    verbs: list[str] = []
+    nouns: list[str] = []
+    pairs = []
+    for name in class_names:
+        noun, _, verb = name.partition(" ")
+        if not verb:
+            raise UserError(f"synthetic class {name!r} is not '<noun> <verb>'; cannot derive a view")
+        verbs += [verb] if verb not in verbs else []
+        nouns += [noun] if noun not in nouns else []
+        pairs.append((verbs.index(verb), nouns.index(noun)))
+    return verbs, nouns, pairs
+
+
+def ensure_synthetic_view(*, kind: str, synthetic_root: str | Path, scale: str, seed: int = 0) -> Path:
+    """A derived, synthetic view of the built-in dataset in the EPIC or Charades format,
+    built on first use (under a file lock, atomically) and returned.
+
+    Both views reuse the built-in clips and name each class's noun and verb
+    (:func:`synthetic_vocabulary`); nothing about them is real EPIC or Charades data:
+
+    - ``epic``: ``EPIC_{train,val}_action_labels.csv`` with one segment per clip (the whole
+      clip), verb_class and noun_class from the class name; videos are links to the clips.
+      The reader's val file (the synthetic test split) serves val and test.
+    - ``charades``: PySlowFast frame lists (``train.csv``, ``val.csv``) of frames extracted at
+      24 fps, each video multi-labelled with its verb and its noun (two of 10-11 + 10 labels);
+      ``videos/<id>.mp4`` links give the sound.
+    """
+    from filelock import FileLock  # noqa: PLC0415
+
+    from avsf.data.synthetic import ensure_synthetic  # noqa: PLC0415 (the data stack is heavy)
+
+    if kind not in ("epic", "charades"):
+        raise UserError(f"no synthetic view of kind {kind!r}; choose epic or charades")
+    source = ensure_synthetic(synthetic_root, scale, seed)
+    out = synthetic_view_dir(kind=kind, synthetic_root=synthetic_root, scale=f"{scale}-seed{seed}")
+    stamp = {"kind": kind, "view_version": VIEW_VERSION, "source": str(source),
+             "source_manifest_mtime": (source / "manifest.json").stat().st_mtime}
+    if _view_complete(out, stamp):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out.parent / f".{out.name}.lock")):
+        if not _view_complete(out, stamp):
+            import shutil  # noqa: PLC0415
+            import uuid  # noqa: PLC0415
+
+            tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
+            try:
+                (_write_epic_view if kind == "epic" else _write_charades_view)(source, tmp)
+                (tmp / "view.json").write_text(json.dumps(stamp, indent=1))
+                if out.exists():
+                    shutil.rmtree(out)
+                tmp.rename(out)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _view_complete(out: Path, stamp: dict) -> bool:
+    try:
+        return json.loads((out / "view.json").read_text()) == stamp
+    except (OSError, ValueError):
+        return False
+
+
+def _source_clips(source: Path) -> tuple[list[str], list[dict]]:
+    manifest = json.loads((source / "manifest.json").read_text())
+    names = [c["name"] for c in sorted(manifest["classes"], key=lambda c: c["index"])]
+    return names, manifest["clips"]
+
+
+# the reader's val file serves val and test: it lists the synthetic test split
+_VIEW_SPLITS = {"train": "train", "val": "test"}
+
+
+def _write_epic_view(source: Path, out: Path) -> None:
+    names, clips = _source_clips(source)
+    verbs, nouns, pairs = synthetic_vocabulary(names)
+    fps = json.loads((source / "manifest.json").read_text())["spec"]["fps"]
+    (out / "P01").mkdir()
+    for split, src_split in _VIEW_SPLITS.items():
+        lines = ["uid,participant_id,video_id,narration,start_timestamp,stop_timestamp,"
+                 "verb,verb_class,noun,noun_class"]
+        for uid, clip in enumerate(c for c in clips if c["split"] == src_split):
+            video_id = Path(clip["path"]).stem
+            link = out / "P01" / f"{video_id}.mp4"
+            if not link.exists():
+                link.symlink_to(source / clip["path"])
+            verb, noun = pairs[clip["label"]]
+            stop = clip["num_frames"] / fps
+            lines.append(f"{uid},P01,{video_id},{verbs[verb]} {nouns[noun]},00:00:00.00,"
+                         f"{_timestamp(stop)},{verbs[verb]},{verb},{nouns[noun]},{noun}")
+        (out / f"EPIC_{split}_action_labels.csv").write_text("\n".join(lines) + "\n")
+    (out / "vocabulary.json").write_text(json.dumps({"verbs": verbs, "nouns": nouns}, indent=1))
+
+
+def _timestamp(seconds: float) -> str:
+    # floor to hundredths so the segment never ends after the clip
+    hundredths = int(seconds * 100)
+    h, rem = divmod(hundredths, 360000)
+    m, rem = divmod(rem, 6000)
+    return f"{h:02d}:{m:02d}:{rem // 100:02d}.{rem % 100:02d}"
+
+
+CHARADES_FPS = 24.0
+
+
+def _write_charades_view(source: Path, out: Path) -> None:
+    import av  # noqa: PLC0415
+    from PIL import Image  # noqa: PLC0415
+
+    names, clips = _source_clips(source)
+    verbs, nouns, pairs = synthetic_vocabulary(names)
+    (out / "videos").mkdir()
+    for split, src_split in _VIEW_SPLITS.items():
+        lines = ["original_vido_id video_id frame_id path labels"]
+        for index, clip in enumerate(c for c in clips if c["split"] == src_split):
+            vid = Path(clip["path"]).stem
+            verb, noun = pairs[clip["label"]]
+            labels = f"{verb},{len(verbs) + noun}"
+            (out / "videos" / f"{vid}.mp4").symlink_to(source / clip["path"])
+            frame_dir = out / "frames" / vid
+            frame_dir.mkdir(parents=True)
+            with av.open(str(source / clip["path"])) as container:
+                stream = container.streams.video[0]
+                frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+                fps = float(stream.average_rate or 30)
+            count = int(len(frames) / fps * CHARADES_FPS)
+            for k in range(count):
+                src = min(int(round(k / CHARADES_FPS * fps)), len(frames) - 1)
+                rel = f"frames/{vid}/{vid}-{k + 1:06d}.jpg"
+                Image.fromarray(frames[src]).save(out / rel, quality=90)
+                lines.append(f"{vid} {index} {k} {rel} {labels}")
+        (out / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    (out / "vocabulary.json").write_text(json.dumps({"labels": verbs + nouns}, indent=1))

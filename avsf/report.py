@@ -36,7 +36,7 @@ import pandas as pd
 from avsf.errors import UserError
 from avsf.experiments import (
     SCALES, ClaimLink, Experiment, GridEntry, check_scale, check_seeds, get_experiment,
-    get_grid_entries, load_claims, project_root,
+    get_grid_entries, load_claims, prepare_data, project_root,
 )
 
 BACKENDS = ("debug", "local", "slurm")
@@ -192,10 +192,12 @@ def submit_and_wait(params: Params, *, poll_s: float = 5.0, timeout_s: float | N
     if not entries:
         return entries
     configs = list({e.config.config_hash(): e.config for e in entries}.values())
+    prepare_data(configs)
     launch = _launch()
     params.sweep_dir.mkdir(parents=True, exist_ok=True)
+    # a rerun of the notebook retries the runs that failed before; finished ones are reused
     launch.submit(configs, backend=params.backend, sweep_dir=params.sweep_dir, cluster=params.cluster,
-                  max_parallel=params.max_parallel)
+                  max_parallel=params.max_parallel, retry_failed=True)
     start, last = time.monotonic(), None
     while True:
         done = [c for c in configs if (run_dir_of(c, params.sweep_dir) / "final.json").exists()]
@@ -206,10 +208,11 @@ def submit_and_wait(params: Params, *, poll_s: float = 5.0, timeout_s: float | N
         if line != last:
             print(f"{line} ({time.monotonic() - start:.0f} s)", file=out, flush=True)
             last = line
-        if failed:
-            logs = "; ".join(str(run_dir_of(c, params.sweep_dir) / "log.txt") for c in failed)
-            raise UserError(f"{len(failed)} run(s) failed; see {logs} (rerun the notebook to retry "
-                            f"only those)")
+        if failed and len(done) + len(failed) == len(configs):
+            details = "\n".join(f"- {name}: {str(err).strip().splitlines()[-1] if str(err).strip() else '?'}"
+                                 for name, err in failed.items())
+            raise UserError(f"{len(failed)} run(s) failed in {params.sweep_dir} (their log.txt has the "
+                            f"details; rerunning the notebook retries only those):\n{details}")
         if len(done) == len(configs):
             return entries
         if timeout_s is not None and time.monotonic() - start > timeout_s:
@@ -217,21 +220,14 @@ def submit_and_wait(params: Params, *, poll_s: float = 5.0, timeout_s: float | N
         time.sleep(poll_s)
 
 
-def _failed_runs(launch, sweep_dir: Path, configs) -> list:
-    """Configs whose run the launcher's status reports as failed."""
-    try:
-        table = launch.status(sweep_dir)
-    except Exception:  # noqa: BLE001 (status is only for progress; the final.json poll decides)
-        return []
-    if table is None or len(table) == 0 or "state" not in table.columns:
-        return []
-    key = "run_dir" if "run_dir" in table.columns else None
-    failed_states = {"failed", "FAILED", "error", "ERROR"}
-    bad = table[table["state"].isin(failed_states)]
-    if key is None:
-        return []
-    names = {Path(str(p)).name for p in bad[key]}
-    return [c for c in configs if run_dir_of(c, sweep_dir).name in names]
+def _failed_runs(launch, sweep_dir: Path, configs) -> dict[str, str]:
+    """{run name: error} of the grid's runs that the launcher reports as failed."""
+    names = {run_dir_of(c, sweep_dir).name for c in configs}
+    table = launch.status(sweep_dir)
+    if not len(table):
+        return {}
+    bad = table[table["state"].eq("failed") & table["run"].isin(names)]
+    return dict(zip(bad["run"], bad["error"]))
 
 
 # --- reading results ----------------------------------------------------------------------------
