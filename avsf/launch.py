@@ -502,7 +502,7 @@ class SubmitReport:
     done: list[str] = field(default_factory=list)  # final.json exists: never again
     active: list[str] = field(default_factory=list)  # pending/running, or being submitted by another process
     failed: dict[str, str] = field(default_factory=dict)  # failed and not retried: run dir -> error tail
-    jobs: list[Any] = field(default_factory=list)  # submitit Job objects (local, slurm)
+    jobs: list[str] = field(default_factory=list)  # job ids (local: pid; slurm: ARRAY_TASK)
 
     def summary(self) -> str:
         return (f"submitted {len(self.submitted)}, already done {len(self.done)}, "
@@ -665,7 +665,7 @@ def _launch(run_dirs: list[Path], *, backend: str, sweep_dir: Path, profile: Clu
         _write_json(run_dir / "launch.json", {**launch, "job_id": str(job.job_id), "submitted_at": _now(),
                                               "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr)})
         report.submitted.append(str(run_dir))
-        report.jobs.append(job)
+        report.jobs.append(str(job.job_id))
 
 
 # --- status and collection --------------------------------------------------------------
