@@ -78,6 +78,11 @@ def avslowfast_r101_16x8_nl() -> RunConfig:
     return _run(_visual("avslowfast", 101, 16, 4, nonlocal_res4=True), sampling_rate=8)
 
 
+@register_preset("late_fusion_r50_4x16", "Late fusion (Table 6): SlowFast 4x16 R50 and audio-only R50, trained apart, softmax scores averaged")
+def late_fusion_r50_4x16() -> RunConfig:
+    return _run(_visual("late_fusion", 50, 4, 8), sampling_rate=16, epochs=256)
+
+
 @register_preset("audio_only_r50", "Audio pathway alone, R50 (Table A.2)")
 def audio_only_r50() -> RunConfig:
     return _run(_visual("audio_only", 50, 4, 8), sampling_rate=16, epochs=256)

@@ -1,0 +1,201 @@
+"""The AVSlowFast family: per-stage shapes of every preset, tiny presets train, options build,
+late fusion, bad input."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from avsf.cli import main
+from avsf.config import DEPTHS, ConfigError, get_preset, list_presets
+from avsf.errors import UserError
+from avsf.models import AVSlowFast, LateFusion, build_model, describe_stages, example_inputs
+from avsf.models.blocks import TimeFreqBlock
+
+TINY = ("slowfast_tiny", "avslowfast_tiny", "audio_only_tiny")
+
+
+def _tiny(name="avslowfast_tiny", **changes):
+    cfg = dataclasses.replace(get_preset(name).model, num_classes=5, **changes)
+    torch.manual_seed(0)
+    return cfg, build_model(cfg)
+
+
+def _expected_rows(cfg, crop):
+    """Stage output shapes from the paper's rules, written independently of the model code."""
+    w, t, a = cfg.width, cfg.slow_frames, cfg.alpha
+    fw, aw = w // cfg.beta_inv, int(round(w * cfg.audio_beta))
+    rows = {}
+    visual = cfg.arch in ("slowfast", "avslowfast")
+    audio = cfg.arch in ("avslowfast", "audio_only")
+    size, at, af = -(-(-(-crop // 2)) // 2), cfg.audio_frames, cfg.audio_mel_bins  # conv /2, max pool /2
+    for i, st in enumerate(("pool1", "res2", "res3", "res4", "res5")):
+        mult = 1 if st == "pool1" else 2 ** (i + 1)
+        if st in ("res3", "res4", "res5"):
+            size, at, af = -(-size // 2), -(-at // 2), -(-af // 2)
+        if visual:
+            rows[(st, "slow")] = (w * mult, t, size, size)
+            rows[(st, "fast")] = (fw * mult, t * a, size, size)
+        if audio:
+            rows[(st, "audio")] = (aw * mult, at, af)
+    return rows
+
+
+# a late-fusion preset is two models, each of which is the slowfast / audio_only preset checked here
+SINGLE_MODEL_PRESETS = [n for n in list_presets() if get_preset(n).model.arch != "late_fusion"]
+
+
+@pytest.mark.parametrize("name", SINGLE_MODEL_PRESETS)
+def test_stage_shapes_of_every_preset(name, capsys):
+    cfg = get_preset(name)
+    crop = cfg.data.train_crop
+    rows = describe_stages(cfg.model, crop)
+    with capsys.disabled():
+        print(f"\n{name} at {crop}x{crop}")
+        for stage, pathway, shape in rows:
+            print(f"  {stage:<6} {pathway:<10} {' x '.join(map(str, shape))}")
+    got = {(s, p): shape for s, p, shape in rows if s not in ("input", "head")}
+    assert got == _expected_rows(cfg.model, crop)
+    heads = {p: shape for s, p, shape in rows if s == "head"}
+    if cfg.model.head == "epic":
+        assert heads == {"verb_logits": (cfg.model.num_verbs,), "noun_logits": (cfg.model.num_nouns,)}
+    else:
+        assert heads == {"logits": (cfg.model.num_classes or 400,)}
+
+
+def test_avslowfast_4x16_matches_the_reference_table():
+    rows = {(s, p): shape for s, p, shape in describe_stages(get_preset("avslowfast_r50_4x16").model, 224)}
+    # REFERENCE.md: audio 128x80 -> res3 64x40 -> res4 32x20 -> res5 16x10, widths 32..1024
+    assert rows[("pool1", "audio")] == (32, 128, 80)
+    assert rows[("res3", "audio")] == (256, 64, 40)
+    assert rows[("res5", "audio")] == (1024, 16, 10)
+    assert rows[("res5", "slow")] == (2048, 4, 7, 7) and rows[("res5", "fast")] == (256, 32, 7, 7)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_tiny_preset_forward_backward_gives_every_parameter_a_gradient(name):
+    cfg, model = _tiny(name)
+    model.train()
+    batch = example_inputs(cfg, crop=get_preset(name).data.train_crop, batch=8, with_negatives=True)
+    out = model(batch)
+    assert out["logits"].shape == (8, 5)
+    loss = out["logits"].logsumexp(1).mean() + out.get("avs_loss", 0.0)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, missing
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    if name == "avslowfast_tiny":
+        assert set(out) >= {"avs_loss", "avs_loss/res3", "avs_loss/res4", "avs_loss/res5"}
+
+
+@pytest.mark.parametrize("changes", [
+    {"audio_tf_block": "sum"}, {"audio_tf_block": "none"}, {"av_lateral": "a_f_s"},
+    {"av_lateral": "av_nonlocal"}, {"audio_beta": 0.125, "width": 32}, {"audio_beta": 1.0},
+    {"nonlocal_res4": True, "stage_depths": (1, 1, 2, 1)}, {"head": "sigmoid"},
+    {"av_fusion_stages": ("pool1", "res2", "res3", "res4"), "pool5_fusion": False},
+    {"fs_fusion_stages": (), "av_fusion_stages": ("res4",)},
+])
+def test_options_build_and_train(changes):
+    cfg, model = _tiny(**changes)
+    model.train()
+    batch = example_inputs(cfg, crop=48, batch=2, with_negatives=True)
+    out = model(batch, drop_audio=False)
+    (out["logits"].sum() + out["avs_loss"]).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_epic_head_gives_verb_and_noun_logits():
+    cfg, model = _tiny(head="epic", num_verbs=7, num_nouns=11)
+    out = model.eval()(example_inputs(cfg, crop=48, batch=2))
+    assert out["verb_logits"].shape == (2, 7) and out["noun_logits"].shape == (2, 11)
+
+
+def test_time_frequency_block_variants():
+    concat = TimeFreqBlock(dim_in=32, dim_inner=16, dim_out=64, stride=2, variant="concat", zero_init_final_bn=True)
+    # concat: both branches read the input; the 1x1 reads their concatenation
+    assert concat.time[0].weight.shape == (16, 32, 3, 1) and concat.freq[0].weight.shape == (16, 32, 1, 3)
+    assert concat.out[0].weight.shape == (64, 32, 1, 1) and concat.reduce is None
+    summed = TimeFreqBlock(dim_in=32, dim_inner=16, dim_out=64, stride=2, variant="sum", zero_init_final_bn=True)
+    assert summed.time[0].weight.shape == (16, 16, 3, 1) and summed.out[0].weight.shape == (64, 16, 1, 1)
+    y = concat(torch.randn(2, 32, 20, 10))
+    assert y.shape == (2, 64, 10, 5)
+
+
+def test_audio_stem_has_no_pooling_and_sums_two_factorised_convs():
+    cfg, model = _tiny()
+    stem = model.audio["stem"]
+    assert stem.time.weight.shape[2:] == (9, 1) and stem.freq.weight.shape[2:] == (1, 9)
+    x = torch.randn(2, 1, cfg.audio_frames, cfg.audio_mel_bins)
+    assert stem(x).shape[2:] == x.shape[2:]
+
+
+def test_depths_and_width_follow_the_config():
+    for depth, blocks in DEPTHS.items():
+        with torch.device("meta"):
+            model = AVSlowFast(dataclasses.replace(get_preset("avslowfast_r50_4x16").model, depth=depth))
+        assert [len(model.audio[s].blocks) for s in ("res2", "res3", "res4", "res5")] == list(blocks)
+
+
+def test_late_fusion_averages_the_two_models_probabilities():
+    assert get_preset("late_fusion_r50_4x16").model.arch == "late_fusion"
+    cfg = dataclasses.replace(get_preset("avslowfast_tiny").model, num_classes=5, arch="late_fusion")
+    torch.manual_seed(0)
+    fused = build_model(cfg).eval()
+    assert isinstance(fused, LateFusion)
+    assert fused.visual_model.cfg.arch == "slowfast" and fused.audio_model.cfg.arch == "audio_only"
+    batch = example_inputs(cfg, crop=48, batch=3)
+    out = fused(batch)
+    expected = (fused.visual_model(batch)["logits"].softmax(1) + fused.audio_model(batch)["logits"].softmax(1)) / 2
+    torch.testing.assert_close(out["probs"], expected)
+    torch.testing.assert_close(out["logits"].softmax(1), expected)
+    assert torch.allclose(out["probs"].sum(1), torch.ones(3))
+
+
+def test_late_fusion_multilabel_averages_sigmoids():
+    torch.manual_seed(0)
+    v = build_model(dataclasses.replace(get_preset("slowfast_tiny").model, num_classes=4, head="sigmoid")).eval()
+    a = build_model(dataclasses.replace(get_preset("audio_only_tiny").model, num_classes=4, head="sigmoid")).eval()
+    fused = LateFusion(v, a, multilabel=True)
+    batch = example_inputs(dataclasses.replace(v.cfg, arch="late_fusion"), crop=48, batch=2)
+    expected = (v(batch)["logits"].sigmoid() + a(batch)["logits"].sigmoid()) / 2
+    torch.testing.assert_close(fused(batch)["logits"].sigmoid(), expected)
+
+
+# --- bad input -------------------------------------------------------------------------------
+def test_wrong_shaped_input_names_the_expected_shapes():
+    cfg, model = _tiny()
+    batch = example_inputs(cfg, crop=48, batch=2)
+    batch["fast"] = batch["fast"][:, :, :8]
+    with pytest.raises(UserError) as e:
+        model(batch)
+    msg = str(e.value)
+    assert "'fast'" in msg and "[2, 3, 8, 48, 48]" in msg and f"[N, 3, {cfg.slow_frames * cfg.alpha}, H, W]" in msg
+    batch = example_inputs(cfg, crop=48, batch=2)
+    batch["audio"] = batch["audio"][:1]
+    with pytest.raises(UserError, match="same N"):
+        model(batch)
+
+
+def test_missing_pathway_names_what_the_model_needs():
+    cfg, model = _tiny()
+    batch = example_inputs(cfg, crop=48, batch=2)
+    del batch["audio"]
+    with pytest.raises(UserError) as e:
+        model(batch)
+    assert "lacks 'audio'" in str(e.value) and f"[N, 1, {cfg.audio_frames}, {cfg.audio_mel_bins}]" in str(e.value)
+
+
+def test_bad_model_configs_say_what_to_change():
+    base = get_preset("avslowfast_tiny").model
+    with pytest.raises(ConfigError, match="num_classes"):
+        build_model(base)  # smoke presets leave num_classes=0 for the trainer
+    with pytest.raises(ConfigError, match="multiple of"):
+        build_model(dataclasses.replace(base, num_classes=3, audio_frames=60))
+    with pytest.raises(ConfigError, match="never uses its Audio pathway"):
+        build_model(dataclasses.replace(base, num_classes=3, av_fusion_stages=(), pool5_fusion=False, avs_stages=()))
+
+
+def test_unknown_preset_is_a_one_line_error(capsys):
+    assert main(["flops", "--preset", "avslowfast_r9000"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown preset 'avslowfast_r9000'" in err and "slowfast_r50_4x16" in err
