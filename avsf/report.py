@@ -267,23 +267,16 @@ def metric_of(final: dict, name: str) -> float | None:
     return None
 
 
-def per_class_of(final: dict, class_names: list[str] | None = None) -> dict[str, float]:
-    """Per-class accuracy (percent) of a final.json, keyed by class name."""
-    flat = flatten(final)
-    names = class_names or flat.get("class_names") or flat.get("test/class_names")
-    for key in ("per_class_top1", "per_class", "test/per_class_top1", "test/per_class", "per_class_accuracy"):
-        if key in flat:
-            value = flat[key]
-            break
-    else:
-        sub = {k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith("per_class/")}
-        value = sub or None
-    if value is None:
+def per_class_of(final: dict) -> dict[str, float]:
+    """Per-class accuracy (percent) of a final.json, keyed by class name (classes without a
+    test video are left out). The evaluator writes ``per_class_accuracy`` as {name: value}."""
+    value = final.get("per_class_accuracy")
+    if isinstance(value, list):  # a list in class order, named by class_names
+        names = final.get("class_names") or [str(i) for i in range(len(value))]
+        value = dict(zip(names, value))
+    if not isinstance(value, dict):
         return {}
-    if isinstance(value, dict):
-        return {str(k): float(v) for k, v in value.items() if v is not None}
-    names = names or [str(i) for i in range(len(value))]
-    return {str(n): float(v) for n, v in zip(names, value) if v is not None}
+    return {str(k): float(v) for k, v in value.items() if v is not None}
 
 
 def read_json(path: Path) -> dict:
@@ -356,8 +349,10 @@ def expected_sign(claimed_delta: str) -> int:
         return -1
     if "higher" in text or text.startswith("+") or text.startswith("~+"):
         return 1
+    if not re.match(r"^~?\d", text):
+        return 0  # e.g. "up then down at 1": no single direction
     value = parse_number(text)
-    return 0 if value is None else (1 if value > 0 else -1 if value < 0 else 0)
+    return 1 if value and value > 0 else 0
 
 
 def verdict(ours: float | None, noise: float | None, *, claimed: str, n_seeds: int) -> str:
