@@ -198,12 +198,12 @@ def run_dir_for(cfg: RunConfig, sweep_dir: str | os.PathLike) -> Path:
 
 
 def newest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest checkpoint file in ``run_dir/checkpoints`` (by name, then time), if any.
+    """The newest checkpoint file in ``run_dir/checkpoints`` (names sort by step), if any.
 
     Only for the launcher's log line: the trainer itself picks the newest *valid* one.
     """
     ckpts = [p for p in (run_dir / "checkpoints").glob("*") if p.is_file() and not p.name.startswith(".")]
-    return max(ckpts, key=lambda p: (p.stat().st_mtime, p.name)) if ckpts else None
+    return max(ckpts, key=lambda p: (p.name, p.stat().st_mtime)) if ckpts else None
 
 
 # --- the job ----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -80,6 +81,14 @@ def _expedite_requeued(frame) -> None:
             subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
 
 
+def _resumed_from(run_dir: Path, attempt: int) -> str | None:
+    """The newest checkpoint when `attempt` started, from the launcher's log."""
+    for line in (run_dir / "launch.log").read_text().splitlines():
+        if f"attempt {attempt} started" in line:
+            return line.rsplit("newest checkpoint: ", 1)[-1]
+    return None
+
+
 def _comparable(final: dict) -> dict:
     return {k: v for k, v in final.items() if not any(t in k for t in TIMING_KEYS)}
 
@@ -125,18 +134,19 @@ def test_preempted_run_resumes_from_its_checkpoint_and_matches_the_undisturbed_r
     def preempt(frame):
         _expedite_requeued(frame)
         state = launch._read_json(run_dir / "state.json") or {}
-        ckpts = sorted((run_dir / "checkpoints").glob("*")) if (run_dir / "checkpoints").is_dir() else []
+        ckpts = sorted(p.name for p in (run_dir / "checkpoints").glob("*") if not p.name.startswith(".")) \
+            if (run_dir / "checkpoints").is_dir() else []
         if state.get("state") != "running" or not ckpts:
             return
         if not events:  # 1) the timeout/preemption signal: checkpoint now, requeue
             subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
-            events.append(f"usr2 after {ckpts[-1].name}")
-        elif len(events) == 1 and state.get("attempts") == 2 and ckpts[-1].name not in events[0]:
+            events.append(f"usr2 after {ckpts[-1]}")
+        elif len(events) == 1 and state.get("attempts") == 2 and ckpts[-1] != _resumed_from(run_dir, 2):
             # 2) a node loss: Slurm requeues the job and the process dies without a warning;
             #    the job must resume from the newest checkpoint on disk
             subprocess.run(["scontrol", "requeue", job_id], check=True)
             os.kill(int(state["pid"]), signal.SIGKILL)
-            events.append(f"requeue + SIGKILL after {ckpts[-1].name}")
+            events.append(f"requeue + SIGKILL after {ckpts[-1]}")
 
     frame = launch.wait(tmp_path, timeout_s=300, poll_s=0.5, on_poll=preempt)
     row = frame.iloc[0]
@@ -144,11 +154,12 @@ def test_preempted_run_resumes_from_its_checkpoint_and_matches_the_undisturbed_r
     assert len(events) == 2, events
     assert row["attempts"] == 3 and row["job_id"] == job_id  # the same job, requeued twice
     log = (run_dir / "log.txt").read_text()
-    assert log.count("resumed from") == 2, log  # never from scratch
+    resumed = re.findall(r"resumed from (\S+)", log)
+    assert len(resumed) == 2 and len(set(resumed)) == 2, log  # never from scratch, nor from a stale one
     assert "stop requested" in log
     undisturbed = json.loads((launch.run_dir_for(cfg, sweep_dir) / "final.json").read_text())
-    resumed = json.loads((run_dir / "final.json").read_text())
-    assert _comparable(resumed) == _comparable(undisturbed)
+    final = json.loads((run_dir / "final.json").read_text())
+    assert _comparable(final) == _comparable(undisturbed)
 
 
 def test_a_failing_run_reports_its_error_in_status(tmp_path, capsys):
