@@ -11,6 +11,17 @@ from avsf.config import get_preset
 from avsf.flops import FlopCounter, count_model, count_params
 from avsf.models import build_model, example_inputs
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared machine OpenMP's
+    spin-waiting makes them 10x slower; restore the setting for other test modules."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # REFERENCE.md's compute table: preset -> (M params, GFLOPs at 224, GFLOPs at 256); None = not given
 REFERENCE = {
     "slowfast_r50_4x16": (34.48, 27.82, 36.34),
@@ -51,6 +62,7 @@ def test_avs_projections_are_not_counted():
     assert with_avs["params"] == without["params"] and with_avs["gflops"] == without["gflops"]
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # fvcore calls the deprecated torch.jit.script
 def test_counter_agrees_with_fvcore_on_a_small_model():
     import fvcore.nn as fvcore_nn  # pinned in pyproject: a cross-check, not the implementation
     cfg = dataclasses.replace(get_preset("avslowfast_tiny").model, num_classes=7, nonlocal_res4=True,
