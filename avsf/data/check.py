@@ -62,7 +62,7 @@ def _decoded_end(container: Any, stream: Any, *, from_s: float) -> tuple[float |
     """Seek to `from_s` and decode `stream` to the end: (last frame end time, frames)."""
     import av
 
-    from avsf.data.decode import _decode_tolerant, _frame_time, origin_s
+    from avsf.data.decode import _decode_tolerant, _frame_time, origin_s, time_base_s
 
     origin = origin_s(container)
     try:
@@ -71,7 +71,7 @@ def _decoded_end(container: Any, stream: Any, *, from_s: float) -> tuple[float |
         container.seek(0)
     end, count = None, 0
     for frame in _decode_tolerant(container, stream, path="", what=stream.type):
-        t = _frame_time(frame, stream, origin)
+        t = _frame_time(frame, time_base_s(stream), origin)
         if t is not None:
             step = (frame.samples / frame.sample_rate) if stream.type == "audio" else 0.0
             end = max(end or 0.0, t + step)
@@ -125,13 +125,13 @@ def probe_file(path: str, *, deep: bool) -> ProbeResult:
 
 def _decoded_end_head(container: Any, stream: Any) -> tuple[float | None, int]:
     """Decode the first few frames of `stream` from the file's start."""
-    from avsf.data.decode import _decode_tolerant, _frame_time, origin_s
+    from avsf.data.decode import _decode_tolerant, _frame_time, origin_s, time_base_s
 
     container.seek(0)
     origin = origin_s(container)
     end, count = None, 0
     for frame in _decode_tolerant(container, stream, path="", what=stream.type):
-        t = _frame_time(frame, stream, origin)
+        t = _frame_time(frame, time_base_s(stream), origin)
         end = t if t is not None else end
         count += 1
         if count >= 3:
@@ -343,17 +343,20 @@ class ScanReport:
                 "bad_label_lines": self.bad_lines, "files": self.files, "seconds": round(self.seconds, 3)}
 
 
-def scan_dataset(*, dataset: str, root: str, split_file: str, workers: int = 1, timeout_s: float = 60.0) -> ScanReport:
-    """Read a split file in `dataset`'s format and deep-probe every listed file, reporting
-    every problem (never stopping at the first)."""
+def scan_dataset(*, dataset: str, root: str, split_file: str | None, split: str = "train",
+                 split_dir: str | None = None, workers: int = 1, timeout_s: float = 60.0) -> ScanReport:
+    """Read a split file in `dataset`'s format (or the split `split` of `split_dir`) and
+    deep-probe every listed file, reporting every problem (never stopping at the first)."""
     from avsf.data.datasets import list_split_file
+    from avsf.data.datasets.base import records_paths
 
     start = time.monotonic()
-    entries, bad_lines = list_split_file(dataset=dataset, root=root, split_file=split_file)
-    report = ScanReport(dataset=dataset, root=str(root), split_file=str(split_file))
+    entries, bad_lines = list_split_file(dataset=dataset, root=root, split_file=split_file, split=split,
+                                         split_dir=split_dir)
+    report = ScanReport(dataset=dataset, root=str(root), split_file=str(split_file or f"{split_dir or root} ({split})"))
     report.listed = len(entries) + len(bad_lines)
     report.bad_lines = [{"line": b.line_no, "text": b.text, "reason": b.reason} for b in bad_lines]
-    paths = sorted({e.path for e in entries})
+    paths = sorted(set(records_paths(entries)))
     with GuardedProber(workers=workers, timeout_s=timeout_s) as prober:
         for result in prober.probe(paths, deep=True):
             problems = result.problems()

@@ -15,6 +15,7 @@ next to PyTorch's OpenMP pool, are a known source of deadlocks and oversubscript
 from __future__ import annotations
 
 import os
+import stat
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -98,16 +99,19 @@ def open_media(path: str | os.PathLike) -> Any:
     """Open a file with PyAV; raise DecodeError (missing, empty, unreadable) otherwise."""
     import av
 
-    p = Path(path)
-    if not p.exists():
-        raise DecodeError(path, "file not found")
-    if p.is_dir():
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DecodeError(path, "file not found") from None
+    except OSError as e:
+        raise DecodeError(path, f"cannot access: {e.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
         raise DecodeError(path, "is a directory, not a media file")
-    if p.stat().st_size == 0:
+    if st.st_size == 0:
         raise DecodeError(path, "zero-length file")
     inject_faults(path)
     try:
-        container = av.open(str(p), mode="r", metadata_errors="ignore")
+        container = av.open(os.fspath(path), mode="r", metadata_errors="ignore")
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as e:
         raise DecodeError(path, f"cannot open: {e}") from e
     if not container.streams.video and not container.streams.audio:
@@ -182,10 +186,18 @@ def _seek(container: Any, stream: Any, t_s: float) -> None:
     container.seek(target, stream=stream, backward=True, any_frame=False)
 
 
-def _frame_time(frame: Any, stream: Any, origin: float) -> float | None:
-    if frame.pts is None or stream.time_base is None:
+def _frame_time(frame: Any, time_base_s: float | None, origin: float) -> float | None:
+    """Seconds from the origin at which `frame` is shown (None without a pts)."""
+    pts = frame.pts
+    if pts is None or time_base_s is None:
         return None
-    return float(frame.pts * stream.time_base) - origin
+    return pts * time_base_s - origin
+
+
+def time_base_s(stream: Any) -> float | None:
+    """The stream's time base as a float (PyAV builds a new Fraction on every access)."""
+    tb = stream.time_base
+    return float(tb) if tb is not None else None
 
 
 _reformatter = None
@@ -215,6 +227,7 @@ def decode_frames(container: Any, *, times: np.ndarray, path: str | os.PathLike 
 
     stream = container.streams.video[0]
     origin = origin_s(container)
+    tb = time_base_s(stream)
     n = len(times)
     out: list[np.ndarray | None] = [None] * n
     for attempt in range(2):
@@ -230,7 +243,7 @@ def decode_frames(container: Any, *, times: np.ndarray, path: str | os.PathLike 
         overshoot = False
         try:
             for frame in _decode_tolerant(container, stream, path=path, what="video"):
-                ts = _frame_time(frame, stream, origin)
+                ts = _frame_time(frame, tb, origin)
                 if ts is None:
                     ts = (float(times[k]) if k < n else 0.0)
                 if prev is None and ts > times[0] + _TIME_TOL_S and attempt == 0 and times[0] > _TIME_TOL_S:
@@ -325,6 +338,7 @@ def decode_audio_span(container: Any, *, start_s: float, duration_s: float,
 
     stream = container.streams.audio[0]
     origin = origin_s(container)
+    tb = time_base_s(stream)
     rate = int(stream.codec_context.sample_rate or stream.rate)
     if rate <= 0:
         raise DecodeError(path, "audio stream has no sample rate")
@@ -339,7 +353,7 @@ def decode_audio_span(container: Any, *, start_s: float, duration_s: float,
     next_pos: int | None = None  # running sample position when a frame has no pts
     jitter = int(np.ceil(float(stream.time_base) * rate)) + 1 if stream.time_base else 1
     for frame in _decode_tolerant(container, stream, path=path, what="audio"):
-        ts = _frame_time(frame, stream, origin)
+        ts = _frame_time(frame, tb, origin)
         if ts is not None:
             pos = int(round((ts - start_s) * rate))
             # containers with coarse time bases (mkv/webm: 1 ms) round pts; a frame that
@@ -356,7 +370,8 @@ def decode_audio_span(container: Any, *, start_s: float, duration_s: float,
             break
         lo, hi = max(pos, 0), min(pos + x.shape[1], total)
         if hi > lo:
-            out[lo:hi] = x[:, lo - pos:hi - pos].mean(axis=0)
+            part = x[:, lo - pos:hi - pos]
+            out[lo:hi] = part[0] if part.shape[0] == 1 else part.mean(axis=0)
             covered[lo:hi] = True
     return out, rate, float(1.0 - covered.mean())
 

@@ -24,10 +24,17 @@ def _scaled_size(height: int, width: int, short_side: int) -> tuple[int, int]:
 
 
 def _normalise(x: torch.Tensor, *, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 [N,3,H,W] -> float32 [3,N,H,W] normalised."""
-    x = TF.to_dtype(x, torch.float32, scale=True)
-    x = TF.normalize(x, mean=list(mean), std=list(std))
-    return x.permute(1, 0, 2, 3).contiguous()
+    """uint8 [N,3,H,W] -> float32 [3,N,H,W], (x / 255 - mean) / std.
+
+    One copy does the layout change and the conversion to float; the arithmetic then runs in
+    place (the same numbers as to_dtype + normalize, without their intermediate tensors).
+    """
+    n, c, h, w = x.shape
+    out = torch.empty((c, n, h, w), dtype=torch.float32)
+    out.copy_(x.permute(1, 0, 2, 3))
+    scale = 1.0 / (torch.tensor(std, dtype=torch.float32) * 255.0)
+    shift = torch.tensor(mean, dtype=torch.float32) / torch.tensor(std, dtype=torch.float32)
+    return out.mul_(scale.view(-1, 1, 1, 1)).sub_(shift.view(-1, 1, 1, 1))
 
 
 def train_transform(frames: np.ndarray, *, rng: np.random.Generator, jitter: tuple[int, int], crop: int,

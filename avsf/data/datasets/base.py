@@ -5,7 +5,9 @@ view, spatial view). A sample is a dict (docs/INTERFACES.md, "Data"):
 
     "slow" [3,T,H,W], "fast" [3,alpha*T,H,W]       float32, normalised (not for audio_only)
     "audio" [1,Ta,F]                                 normalised log-mel (not for slowfast)
-    "audio_neg" [1,Ta,F], "audio_neg_hard" bool      training with AVS on (avslowfast)
+    "audio_neg" [1,Ta,F], "audio_neg_hard" bool      training with AVS on (avslowfast); an easy
+                                                     negative is zeros here and filled in by
+                                                     loader.collate from another video in the batch
     "has_audio" bool, "audio_pad" float32            padding: fraction of the span without sound
     "label" int64 | float [K] multi-hot, "verb"/"noun" int64 (EPIC)
     "video_index" int64, "view_index" int64
@@ -20,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -59,10 +61,10 @@ class AVClipDataset(torch.utils.data.Dataset):
         self.bad_lines = listing.bad_lines
         self.epoch, self.total_epochs = 0, max(1, cfg.solver.epochs)
         self.blocked: set[int] = set()  # videos that killed a loader worker: never decoded again
+        self.on_decode: Callable[[int], None] | None = None  # told which video is opened next (loader.py)
         self.records, self.durations, self.audio_flags, self.stats = self._select(listing.records, probe=probe)
         self.num_videos = len(self.records)
         self.views = cfg.data.num_temporal_views * cfg.data.num_spatial_views if split != "train" else 1
-        self._with_audio = [i for i, a in enumerate(self.audio_flags) if a]
         log.info("%s %s: %s", dataset_name, split, ", ".join(f"{k} {v}" for k, v in self.stats.items()))
 
     # --- which videos are usable ---------------------------------------------------------
@@ -122,9 +124,10 @@ class AVClipDataset(torch.utils.data.Dataset):
             video = item // self.views
             path = self.records[video].path
             if video in self.blocked:
-                failures.append(f"{path}: killed a loader worker earlier")
+                failures.append(f"{path}: blocked (it crashed or hung a loader worker)")
             else:
                 try:
+                    self._notify(video)
                     sample = self._load(item, attempt)
                     sample["_failures"] = failures
                     return sample
@@ -139,6 +142,10 @@ class AVClipDataset(torch.utils.data.Dataset):
         raise RuntimeError(f"{MAX_ATTEMPTS} files in a row failed to decode for item {index}; "
                            f"the last: {failures[-1]} (is the dataset readable? run avsf check-data)")
 
+    def _notify(self, video: int) -> None:
+        if self.on_decode is not None:
+            self.on_decode(video)
+
     def replacement(self, index: int, attempt: int) -> int:
         """The item that stands in for `index` after `attempt` failures (deterministic)."""
         rng = sampling.sample_rng(self.cfg.seed, self.epoch, index, attempt, 0x5EED)
@@ -151,20 +158,24 @@ class AVClipDataset(torch.utils.data.Dataset):
             return r.window
         return (0.0, self.durations[video])
 
+    def clip_plan(self, item: int, attempt: int = 0) -> tuple[np.random.Generator, float, int, int]:
+        """(the sample's generator after drawing the start, clip start in s, temporal view,
+        spatial view) of an item: where its clip lies in time."""
+        cfg, geo = self.cfg, self.geometry
+        video = item // self.views
+        rng = sampling.sample_rng(cfg.seed, self.epoch, item, attempt)
+        window = self._window(video)
+        if self.split == "train":
+            return rng, sampling.train_start(rng, window=window, span_s=geo.span_s), 0, 0
+        t_view, s_view = divmod(item % self.views, cfg.data.num_spatial_views)
+        start = sampling.test_starts(window=window, span_s=geo.span_s, num_views=cfg.data.num_temporal_views)[t_view]
+        return rng, start, t_view, s_view
+
     def _load(self, item: int, attempt: int) -> dict[str, Any]:
         cfg, geo = self.cfg, self.geometry
         video = item // self.views
         record = self.records[video]
-        rng = sampling.sample_rng(cfg.seed, self.epoch, item, attempt)
-        window = self._window(video)
-        if self.split == "train":
-            start = sampling.train_start(rng, window=window, span_s=geo.span_s)
-            t_view = s_view = 0
-        else:
-            view = item % self.views
-            t_view, s_view = divmod(view, cfg.data.num_spatial_views)
-            start = sampling.test_starts(window=window, span_s=geo.span_s,
-                                         num_views=cfg.data.num_temporal_views)[t_view]
+        rng, start, t_view, s_view = self.clip_plan(item, attempt)
         sample: dict[str, Any] = {}
         container = None if record.frames else open_media(record.path)
         try:
@@ -183,7 +194,7 @@ class AVClipDataset(torch.utils.data.Dataset):
             if self.want_negatives:
                 neg, hard = self._negative(video, container, record, start=start, rng=rng,
                                            has_audio=waveform is not None)
-                sample["audio_neg"] = self._logmel(neg)
+                sample["audio_neg"] = self._logmel(neg) if neg is not None else torch.zeros_like(sample["audio"])
                 sample["audio_neg_hard"] = hard
         finally:
             if container is not None:
@@ -245,30 +256,17 @@ class AVClipDataset(torch.utils.data.Dataset):
     def _negative(self, video: int, container: Any, record: VideoRecord, *, start: float,
                   rng: np.random.Generator, has_audio: bool) -> tuple[np.ndarray | None, bool]:
         """An AVS negative: (waveform, hard). Hard: the same video's audio at least
-        `hard_negative_min_shift_s` away; easy: another video's audio."""
+        `hard_negative_min_shift_s` away, decoded here from the open file. Easy (None): the
+        audio of another video, which the loader's collate takes from another sample of the
+        same batch (no second file to open; see loader.collate)."""
         d, geo = self.cfg.data, self.geometry
         p_hard = sampling.hard_negative_probability(epoch=self.epoch, total_epochs=self.total_epochs,
                                                     switch=d.curriculum_switch, fraction=d.hard_negative_fraction)
-        if has_audio and rng.random() < p_hard and not record.frames:
+        if has_audio and container is not None and rng.random() < p_hard:
             shifted = sampling.hard_negative_start(rng, window=self._window(video), span_s=geo.span_s,
                                                    positive_start=start, min_shift_s=d.hard_negative_min_shift_s)
             if shifted is not None:
                 return self._audio_span(container, start=shifted)[0], True
-        others = [i for i in self._with_audio if i != video]
-        for _ in range(3):  # another video's audio; a failing file is just skipped here
-            if not others:
-                break
-            other = others[int(rng.integers(len(others)))]
-            other_start = sampling.train_start(rng, window=self._window(other), span_s=geo.span_s)
-            try:
-                rec = self.records[other]
-                c = open_media(rec.audio_path if rec.frames else rec.path)
-                try:
-                    return self._audio_span(c, start=other_start)[0], False
-                finally:
-                    c.close()
-            except Exception as e:  # noqa: BLE001
-                log.warning("AVS negative skipped: %s: %s", self.records[other].path, e)
         return None, False
 
     def _labels(self, record: VideoRecord, *, start: float) -> dict[str, torch.Tensor]:
@@ -299,7 +297,10 @@ def records_paths(records: list[VideoRecord]) -> list[str]:
     """Every media file a list of records needs (video files, or frames' audio files)."""
     out = []
     for r in records:
-        out.append(r.audio_path if r.frames and r.audio_path else r.path)
+        if r.frames:  # image sequence: its sound file if there is one, else its first frame
+            out.append(r.audio_path if r.audio_path and os.path.exists(r.audio_path) else r.frames[0])
+        else:
+            out.append(r.path)
     return out
 
 
