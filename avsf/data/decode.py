@@ -25,9 +25,10 @@ import numpy as np
 
 from avsf.errors import UserError
 
-# A frame whose timestamp is within this of a requested time counts as shown at that time
-# (timestamps are rationals; float rounding must not pick the previous frame).
-_TIME_TOL_S = 1e-3
+# A frame whose timestamp is within a tolerance of a requested time counts as shown at that
+# time: float rounding must not pick the previous frame, and containers with coarse time bases
+# (mkv/webm store milliseconds) round timestamps by up to half a tick (see _time_tolerance).
+_TIME_TOL_S = 1e-6
 # Environment hook used only by the tests: "abort=<substr>" or "hang=<substr>" (";"-separated)
 # makes any decode of a path containing <substr> call os.abort() or sleep forever, standing in
 # for FFmpeg crashes and hangs that no try/except can catch.
@@ -136,13 +137,22 @@ def origin_s(container: Any) -> float:
     return _stream_start_s(container.streams.audio[0])
 
 
+# formats whose per-stream durations FFmpeg guesses from the bit rate; their container
+# duration comes from the first and last timestamps instead
+_PTS_TIMED_FORMATS = {"mpeg", "mpegts", "mpegvideo"}
+
+
 def _duration_s(container: Any) -> float:
     streams = list(container.streams.video[:1]) or list(container.streams.audio[:1])
     s = streams[0]
-    if s.duration and s.time_base:
-        return float(s.duration * s.time_base)
+    container_end = None
     if container.duration:
-        return max(0.0, container.duration / 1e6 - (origin_s(container) - (container.start_time or 0) / 1e6))
+        container_end = ((container.start_time or 0) + container.duration) / 1e6
+    if s.duration and s.time_base and not (set(container.format.name.split(",")) & _PTS_TIMED_FORMATS
+                                           and container_end is not None):
+        return float(s.duration * s.time_base)
+    if container_end is not None:
+        return max(0.0, container_end - origin_s(container))
     return 0.0
 
 
@@ -217,6 +227,14 @@ def to_rgb(frame: Any) -> np.ndarray:
     return _reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
 
+def _time_tolerance(tb: float | None, fps: float) -> float:
+    """Half a time-base tick where ticks are finer than frames (their pts are rounded), else
+    float rounding only (ticks of a frame or more, as in avi, hold exact frame numbers)."""
+    if tb and fps and tb < 0.5 / fps:
+        return max(_TIME_TOL_S, 0.5 * tb)
+    return _TIME_TOL_S
+
+
 def decode_frames(container: Any, *, times: np.ndarray, path: str | os.PathLike = "") -> np.ndarray:
     """The frame shown at each of `times` (seconds from the origin, ascending).
 
@@ -228,6 +246,7 @@ def decode_frames(container: Any, *, times: np.ndarray, path: str | os.PathLike 
     stream = container.streams.video[0]
     origin = origin_s(container)
     tb = time_base_s(stream)
+    tol = _time_tolerance(tb, _fps(stream))
     n = len(times)
     out: list[np.ndarray | None] = [None] * n
     for attempt in range(2):
@@ -246,10 +265,10 @@ def decode_frames(container: Any, *, times: np.ndarray, path: str | os.PathLike 
                 ts = _frame_time(frame, tb, origin)
                 if ts is None:
                     ts = (float(times[k]) if k < n else 0.0)
-                if prev is None and ts > times[0] + _TIME_TOL_S and attempt == 0 and times[0] > _TIME_TOL_S:
+                if prev is None and ts > times[0] + tol and attempt == 0 and times[0] > tol:
                     overshoot = True  # the seek skipped past the clip's first frame
                     break
-                while k < n and times[k] + _TIME_TOL_S < ts:
+                while k < n and times[k] + tol < ts:
                     if prev is None:  # clip starts before the first frame
                         prev = frame
                     if prev_rgb is None:  # convert only frames that are used
