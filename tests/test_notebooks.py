@@ -1,0 +1,185 @@
+"""The notebooks: committed clean, parameters documented and checked, every one executed at
+smoke scale through papermill (runs shared through one sweep directory for the session), and
+the main job through the local Slurm cluster.
+
+Order matters for time, not for correctness: the main job runs first and computes the runs
+(SlowFast, default AVSlowFast, ...) that the other notebooks then reuse from the cache.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import papermill as pm
+import pytest
+
+from avsf import experiments as E
+
+REPO = Path(__file__).resolve().parent.parent
+NB_DIR = REPO / "notebooks"
+NOTEBOOKS = sorted(p.stem for p in NB_DIR.glob("*.ipynb"))
+MAIN_JOB = "ablate_droppath"
+MAIN_JOB_LIMIT_S = 600  # the issue: under 10 minutes on 2 CPU cores
+# seeds for the other notebooks in CI: one seed keeps the suite inside its time budget; the
+# main job runs with its default seeds
+CI_SEEDS = [0]
+
+
+def _load(name: str) -> nbformat.NotebookNode:
+    return nbformat.read(NB_DIR / f"{name}.ipynb", as_version=4)
+
+
+def _execute(name: str, out_dir: Path, **parameters) -> nbformat.NotebookNode:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return pm.execute_notebook(str(NB_DIR / f"{name}.ipynb"), str(out_dir / f"{name}.ipynb"),
+                               parameters=parameters, kernel_name="python3", cwd=str(REPO),
+                               progress_bar=False, log_output=False)
+
+
+@pytest.fixture(scope="session")
+def sweep_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("sweeps")
+
+
+# --- committed state ----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebook_holds_no_outputs(name):
+    nb = _load(name)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{name}: committed with outputs"
+    assert "papermill" not in nb.metadata, f"{name}: an executed copy was committed"
+
+
+def test_notebooks_match_their_generator():
+    sys.path.insert(0, str(NB_DIR))
+    try:
+        import _build
+    finally:
+        sys.path.remove(str(NB_DIR))
+    for name in NOTEBOOKS:
+        expected = nbformat.writes(_build.build_notebook(E.get_experiment(name))) + "\n"
+        assert (NB_DIR / f"{name}.ipynb").read_text() == expected, f"{name}: run python notebooks/_build.py"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_every_parameter_is_documented_and_notebook_only_calls_the_package(name):
+    params = pm.inspect_notebook(str(NB_DIR / f"{name}.ipynb"))
+    assert {"backend", "cluster", "scale", "seeds", "output_dir", "sweep_dir"} <= set(params)
+    for p in params.values():
+        assert p["help"].strip(), f"{name}: parameter {p['name']} has no comment"
+    assert any(k.startswith("data_root_") for k in params)
+    code = "\n".join(c.source for c in _load(name).cells if c.cell_type == "code")
+    # no logic beyond calling the package: no loops over data, no function definitions
+    assert "def " not in code and "import torch" not in code and "pd." not in code
+
+
+# --- parameter validation ---------------------------------------------------------------------------
+def test_unknown_parameter_is_refused_naming_the_declared_ones(tmp_path):
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        _execute(MAIN_JOB, tmp_path, sede=3, output_dir=str(tmp_path / "out"), sweep_dir=str(tmp_path / "s"))
+    assert "unknown parameter(s) sede" in str(err.value)
+    assert "declared parameters: backend, cluster, scale, seeds" in str(err.value)
+    assert not (tmp_path / "s").exists()  # refused before anything was submitted
+
+
+@pytest.mark.parametrize("parameters, message", [
+    ({"backend": "cloud"}, "choose one of debug, local, slurm"),
+    ({"scale": "huge"}, "choose one of smoke, small, paper"),
+    ({"data_root_kinetics": "/no/such/kinetics"}, "no such folder /no/such/kinetics"),
+])
+def test_bad_values_are_refused_before_submitting(tmp_path, parameters, message):
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        _execute(MAIN_JOB, tmp_path, sweep_dir=str(tmp_path / "s"), **parameters)
+    assert message in str(err.value)
+    assert not (tmp_path / "s").exists()
+
+
+# --- execution at smoke scale ------------------------------------------------------------------------------
+def _check_outputs(name: str, out: Path) -> pd.DataFrame:
+    exp = E.get_experiment(name)
+    assert (out / "table.md").read_text().startswith(f"# {exp.artifact}")
+    table = pd.read_csv(out / "table.csv")
+    if exp.claims:
+        assert list(table["claim"]) == E.claim_ids(name)
+        assert not table["held"].isna().any()
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:4] == b"\x89PNG"
+    return table
+
+
+def test_main_job_with_default_parameters(sweep_dir, tmp_path):
+    """`papermill notebooks/ablate_droppath.ipynb` as `make reproduce` runs it (only the output
+    folders are moved out of the checkout): smoke scale, local backend, default seeds."""
+    out = tmp_path / "results"
+    start = time.monotonic()
+    nb = _execute(MAIN_JOB, tmp_path, output_dir=str(out), sweep_dir=str(sweep_dir))
+    elapsed = time.monotonic() - start
+    print(f"main job took {elapsed:.0f} s")
+    assert elapsed < MAIN_JOB_LIMIT_S
+    table = _check_outputs(MAIN_JOB, out)
+    rows = pd.read_csv(out / "rows.csv").set_index("row")
+    assert (rows["seeds"] == 2).all()  # both default seeds of every row finished
+    assert set(table["claim"]) == {"A4", "A5"}
+    assert (out / "bars_top1.png").exists()
+    # progress was shown while waiting, and the executed notebook shows the tables and plots
+    text = json.dumps(nb.cells[-5:])
+    assert "runs finished" in json.dumps(nb.cells) and "image/png" in text
+
+
+@pytest.mark.parametrize("name", [n for n in NOTEBOOKS if n != MAIN_JOB])
+def test_notebook_runs_at_smoke_scale(name, sweep_dir, tmp_path):
+    out = tmp_path / "results"
+    _execute(name, tmp_path, backend="debug", seeds=CI_SEEDS, output_dir=str(out), sweep_dir=str(sweep_dir))
+    table = _check_outputs(name, out)
+    exp = E.get_experiment(name)
+    if exp.rows:
+        rows = pd.read_csv(out / "rows.csv").set_index("row")
+        assert (rows["seeds"] == len(CI_SEEDS)).all(), rows["seeds"]
+    if name == "ablate_fusion_stages":  # the late-fusion ensemble was evaluated
+        assert pd.read_csv(out / "rows.csv").set_index("row").loc["late_fusion", "top1"] != "-"
+    if name == "figA1_per_class_gain":
+        assert (out / "per_class_gain.png").exists()
+        assert table.set_index("claim").loc["P3", "ours_delta"].count(";") == 4  # five classes named
+    if name == "fig3_learning_dynamics":
+        assert (out / "curves_top1.png").exists()
+
+
+# --- Slurm --------------------------------------------------------------------------------------------
+def _slurm_up() -> bool:
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.slurm
+def test_main_job_through_the_local_slurm_cluster(sweep_dir, tmp_path):
+    """`-p backend slurm -p cluster local`: the runs go through Slurm. To keep CI short, the
+    runs the main-job test already finished are copied in except one, which Slurm trains."""
+    if not _slurm_up():
+        message = "the local Slurm cluster does not answer (start it with slurm/local_cluster.sh start)"
+        if os.environ.get("AVSF_SLURM") == "1":
+            pytest.fail(f"AVSF_SLURM=1 but {message}", pytrace=False)
+        pytest.skip(f"{message}; set AVSF_SLURM=1 (as .ci/run does) to make this test mandatory")
+    slurm_sweep = tmp_path / "sweeps"
+    slurm_sweep.mkdir()
+    entries = E.get_grid_entries(MAIN_JOB, scale="smoke", seeds=[0])
+    trained_by_slurm = next(e for e in entries if e.row == "dp_0.5")
+    for e in entries:
+        name = f"{e.config.name}-{e.config.config_hash()}"
+        if e is not trained_by_slurm and (sweep_dir / name / "final.json").exists():
+            shutil.copytree(sweep_dir / name, slurm_sweep / name)
+    out = tmp_path / "results"
+    _execute(MAIN_JOB, tmp_path, backend="slurm", cluster="local", seeds=[0], output_dir=str(out),
+             sweep_dir=str(slurm_sweep))
+    _check_outputs(MAIN_JOB, out)
+    launch = json.loads((slurm_sweep / f"{trained_by_slurm.config.name}-{trained_by_slurm.config.config_hash()}"
+                         / "launch.json").read_text())
+    assert launch["backend"] == "slurm" and launch["job_id"]
