@@ -57,7 +57,7 @@ def train_transform(frames: np.ndarray, *, rng: np.random.Generator, jitter: tup
     return _normalise(x, mean=mean, std=std)
 
 
-def test_transform(frames: np.ndarray, *, short_side: int, crop: int, spatial_index: int, num_spatial: int,
+def eval_transform(frames: np.ndarray, *, short_side: int, crop: int, spatial_index: int, num_spatial: int,
                    mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """Short side to `short_side`, then crop `spatial_index` of `num_spatial` crops spread
     along the long side (see sampling.spatial_offsets), normalise.

@@ -31,7 +31,7 @@ from avsf.data import sampling
 from avsf.data.audio import clip_logmel
 from avsf.data.datasets.records import SplitListing, VideoRecord
 from avsf.data.decode import DecodeError, decode_audio_span, decode_clip, open_media, resample_audio
-from avsf.data.transforms import pack_pathways, test_transform, train_transform
+from avsf.data.transforms import pack_pathways, eval_transform, train_transform
 from avsf.errors import UserError
 
 log = logging.getLogger("avsf.data")
@@ -185,7 +185,7 @@ class AVClipDataset(torch.utils.data.Dataset):
                     clip = train_transform(frames, rng=rng, jitter=tuple(cfg.data.train_jitter), crop=cfg.data.train_crop,
                                            flip=cfg.data.random_flip, mean=tuple(cfg.data.mean), std=tuple(cfg.data.std))
                 else:
-                    clip = test_transform(frames, short_side=cfg.data.test_short_side, crop=cfg.data.test_crop,
+                    clip = eval_transform(frames, short_side=cfg.data.test_short_side, crop=cfg.data.test_crop,
                                           spatial_index=s_view, num_spatial=cfg.data.num_spatial_views,
                                           mean=tuple(cfg.data.mean), std=tuple(cfg.data.std))
                 sample["slow"], sample["fast"] = pack_pathways(clip, alpha=geo.alpha)
