@@ -231,7 +231,8 @@ class AVClipDataset(torch.utils.data.Dataset):
         return frames, waveform, pad
 
     def _read_images(self, record: VideoRecord, *, start: float) -> np.ndarray:
-        from torchvision.io import decode_image, read_file
+        """The frame images shown at the clip's sample times: uint8 [N,H,W,3]."""
+        from PIL import Image
 
         geo = self.geometry
         times = start + np.arange(geo.fast_frames) * (geo.span_s / geo.fast_frames)
@@ -241,10 +242,10 @@ class AVClipDataset(torch.utils.data.Dataset):
         for i in idx:
             if i not in cache:
                 try:
-                    img = decode_image(read_file(record.frames[i]), mode=_rgb_mode())
-                except (RuntimeError, OSError) as e:
+                    with Image.open(record.frames[i]) as img:
+                        cache[i] = np.asarray(img.convert("RGB"))
+                except OSError as e:
                     raise DecodeError(record.frames[i], f"cannot read frame image: {e}") from e
-                cache[i] = img.permute(1, 2, 0).numpy()
             out.append(cache[i])
         return np.stack(out)
 
@@ -285,12 +286,6 @@ class AVClipDataset(torch.utils.data.Dataset):
                 hot[list(labels)] = 1.0
             return {"label": hot}
         return {"label": torch.tensor(int(record.label), dtype=torch.int64)}
-
-
-def _rgb_mode():
-    from torchvision.io import ImageReadMode
-
-    return ImageReadMode.RGB
 
 
 def records_paths(records: list[VideoRecord]) -> list[str]:
