@@ -19,8 +19,6 @@ def inspect_file(path: str, *, preset: str, overrides: list[str] | None = None) 
     """Header facts of `path` and the shapes of one training clip made from it."""
     from avsf.config import get_preset
     from avsf.data.check import probe_files
-    from avsf.data.datasets.base import AVClipDataset
-    from avsf.data.datasets.records import SplitListing, VideoRecord
     from avsf.errors import UserError
 
     cfg = get_preset(preset).with_overrides(list(overrides or []) + ["data.decode_failure=strict"])
@@ -36,6 +34,9 @@ def inspect_file(path: str, *, preset: str, overrides: list[str] | None = None) 
            "video_codec": info["video_codec"], "audio_codec": info["audio_codec"], "preset": preset}
     if cfg.model.arch != "audio_only" and not info["has_video"]:
         raise UserError(f"{path} has no video stream; the {preset} preset needs one (try --preset audio_only_r50)")
+    from avsf.data.datasets.base import AVClipDataset  # torch: only for files worth a clip
+    from avsf.data.datasets.records import SplitListing, VideoRecord
+
     listing = SplitListing(records=[VideoRecord(path=path, label=0, name=path)], num_classes=1,
                            class_names=["?"], split_file=path)
     dataset = AVClipDataset(listing, cfg=cfg, split="train", dataset_name="inspect")

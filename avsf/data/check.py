@@ -12,6 +12,7 @@ finds truncated files and streams that do not decode).
 
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import json
 import multiprocessing as mp
@@ -143,6 +144,7 @@ def _decoded_end_head(container: Any, stream: Any) -> tuple[float | None, int]:
 def _child_main(conn: Any) -> None:
     """Prober loop in a child process: receive (path, deep), send back a ProbeResult dict."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    faulthandler.disable()  # a decoder crash is reported by the parent, not dumped here
     while True:
         try:
             msg = conn.recv()
@@ -348,7 +350,7 @@ def scan_dataset(*, dataset: str, root: str, split_file: str | None, split: str 
     """Read a split file in `dataset`'s format (or the split `split` of `split_dir`) and
     deep-probe every listed file, reporting every problem (never stopping at the first)."""
     from avsf.data.datasets import list_split_file
-    from avsf.data.datasets.base import records_paths
+    from avsf.data.datasets.records import records_paths
 
     start = time.monotonic()
     entries, bad_lines = list_split_file(dataset=dataset, root=root, split_file=split_file, split=split,

@@ -25,6 +25,7 @@ there ends the process; use workers for datasets that may hold such files.
 
 from __future__ import annotations
 
+import faulthandler
 import functools
 import logging
 import math
@@ -142,6 +143,7 @@ class _Tracked(Dataset):
 def _worker_init(_worker_id: int) -> None:
     # one thread per worker for torch and FFmpeg: parallelism comes from the workers
     torch.set_num_threads(1)
+    faulthandler.disable()  # a decoder crash is reported by the main process, not dumped here
 
 
 class SampleLoader:

@@ -48,7 +48,7 @@ from avsf.data import synth_sounds as sounds
 from avsf.data import synth_visuals as visuals
 from avsf.errors import UserError
 
-GENERATOR_VERSION = 1  # bump whenever the generated content changes: cached copies regenerate
+GENERATOR_VERSION = 2  # bump whenever the generated content changes: cached copies regenerate
 SPLITS = ("train", "val", "test")
 
 
@@ -283,6 +283,16 @@ def _manifest(*, spec: ScaleSpec, seed: int, clips: list[dict], seconds: float) 
     }
 
 
+def _replaceable(path: Path) -> bool:
+    """Only an empty folder or an earlier synthetic dataset may be replaced (never, say, a home folder)."""
+    if not path.is_dir():
+        return False
+    if not any(path.iterdir()):
+        return True
+    m = read_manifest(path)
+    return bool(m) and "generator_version" in m and "clips" in m
+
+
 def generate_dataset(out: str | os.PathLike, *, spec: ScaleSpec, seed: int, workers: int | None = None,
                      overwrite: bool = False) -> Path:
     """Write the dataset to ``out`` atomically (a temp folder renamed at the end) and return it.
@@ -293,6 +303,9 @@ def generate_dataset(out: str | os.PathLike, *, spec: ScaleSpec, seed: int, work
     out = Path(out)
     if out.exists() and not overwrite:
         raise UserError(f"{out} already exists; remove it, pick another folder, or overwrite it (avsf synth --force)")
+    if out.exists() and not _replaceable(out):
+        raise UserError(f"refusing to replace {out}: it is neither empty nor a synthetic dataset folder "
+                        f"(no manifest.json of this generator); pick another folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     start = time.time()

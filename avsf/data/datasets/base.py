@@ -288,17 +288,6 @@ class AVClipDataset(torch.utils.data.Dataset):
         return {"label": torch.tensor(int(record.label), dtype=torch.int64)}
 
 
-def records_paths(records: list[VideoRecord]) -> list[str]:
-    """Every media file a list of records needs (video files, or frames' audio files)."""
-    out = []
-    for r in records:
-        if r.frames:  # image sequence: its sound file if there is one, else its first frame
-            out.append(r.audio_path if r.audio_path and os.path.exists(r.audio_path) else r.frames[0])
-        else:
-            out.append(r.path)
-    return out
-
-
 def describe(ds: AVClipDataset) -> str:
     return f"{ds.dataset_name}/{ds.split} ({Path(ds.split_file).name}): " + \
         ", ".join(f"{k} {v}" for k, v in ds.stats.items())

@@ -67,3 +67,14 @@ def resolve(root: str | os.PathLike, rel: str) -> str:
     """A split file's path, relative to the dataset root unless absolute."""
     p = Path(rel)
     return str(p if p.is_absolute() else Path(root) / p)
+
+
+def records_paths(records: list[VideoRecord]) -> list[str]:
+    """Every media file a list of records needs (video files, or frames' audio files)."""
+    out = []
+    for r in records:
+        if r.frames:  # image sequence: its sound file if there is one, else its first frame
+            out.append(r.audio_path if r.audio_path and os.path.exists(r.audio_path) else r.frames[0])
+        else:
+            out.append(r.path)
+    return out
