@@ -10,6 +10,9 @@ steps; the report gives the peak and the peak minus the resident size before the
 (model, inputs and the Python runtime excluded). Tensors freed between samples can be missed,
 so it is a lower bound within about a millisecond's worth of allocations.
 
+On a shared machine set OMP_NUM_THREADS=1: with two threads and other processes running,
+OpenMP's spin-waiting can make a step ten times slower; the report gives the load average.
+
 With ``profile=True``: the time split by op (torch.profiler, self CPU time over one step) and
 by stage (each stage module timed alone, forward + backward, on the input it receives in the
 model; the rest of the step is glue: concatenations, laterals' additions, pooling, loss).
@@ -102,12 +105,15 @@ def bench_model(*, preset: str, batch: int, crop: int | None, iters: int, device
     _step(model, inputs, labels, device, bf16)  # warm-up: allocator, oneDNN kernels
     _sync(device)
     times = []
+    load_before = os.getloadavg()[0]
+    cpu0 = time.process_time()
     with _RssSampler() as rss:
         for _ in range(iters):
             t0 = time.perf_counter()
             _step(model, inputs, labels, device, bf16)
             _sync(device)
             times.append(time.perf_counter() - t0)
+    cpu_per_step = (time.process_time() - cpu0) / iters
     step = sorted(times)[len(times) // 2]
     result = {
         "preset": preset, "device": device, "bf16": bf16, "batch": batch, "iters": iters,
@@ -116,6 +122,10 @@ def bench_model(*, preset: str, batch: int, crop: int | None, iters: int, device
         "params": sum(p.numel() for p in model.parameters()),
         "step_s_median": step, "step_s_min": min(times),
         "clips_per_s": batch / step,
+        # CPU seconds of this process per step (all threads): with OpenMP spin-waiting on a busy
+        # machine this grows with the load; the load average says how busy the machine was
+        "cpu_s_per_step": cpu_per_step,
+        "load_average": [load_before, os.getloadavg()[0]],
     }
     if device == "cuda":
         result["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -193,7 +203,8 @@ def format_report(result: dict) -> str:
         f"{result['preset']} on {result['device']}{' (bf16)' if result['bf16'] else ''}, {result['threads']} threads: "
         f"forward+backward of {result['batch']} clips ({shapes})",
         f"  {result['clips_per_s']:.2f} clips/s; step {result['step_s_median'] * 1e3:.1f} ms median, "
-        f"{result['step_s_min'] * 1e3:.1f} ms best of {result['iters']}",
+        f"{result['step_s_min'] * 1e3:.1f} ms best of {result['iters']}; {result['cpu_s_per_step']:.2f} CPU s per step; "
+        f"load average {result['load_average'][0]:.1f} -> {result['load_average'][1]:.1f}",
         f"  peak memory {result['peak_mem_mb']:.0f} MiB ({result['peak_mem_method']})",
         f"  {result['params'] / 1e6:.2f} M parameters",
     ]
