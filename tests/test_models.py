@@ -37,8 +37,8 @@ def _expected_rows(cfg, crop):
     w, t, a = cfg.width, cfg.slow_frames, cfg.alpha
     fw, aw = w // cfg.beta_inv, int(round(w * cfg.audio_beta))
     rows = {}
-    visual = cfg.arch in ("slowfast", "avslowfast")
-    audio = cfg.arch in ("avslowfast", "audio_only")
+    visual = cfg.arch in ("slowfast", "avslowfast", "late_fusion")
+    audio = cfg.arch in ("avslowfast", "audio_only", "late_fusion")
     size, at, af = -(-(-(-crop // 2)) // 2), cfg.audio_frames, cfg.audio_mel_bins  # conv /2, max pool /2
     for i, st in enumerate(("pool1", "res2", "res3", "res4", "res5")):
         mult = 1 if st == "pool1" else 2 ** (i + 1)
@@ -52,11 +52,7 @@ def _expected_rows(cfg, crop):
     return rows
 
 
-# a late-fusion preset is two models, each of which is the slowfast / audio_only preset checked here
-SINGLE_MODEL_PRESETS = [n for n in list_presets() if get_preset(n).model.arch != "late_fusion"]
-
-
-@pytest.mark.parametrize("name", SINGLE_MODEL_PRESETS)
+@pytest.mark.parametrize("name", list_presets())
 def test_stage_shapes_of_every_preset(name, capsys):
     cfg = get_preset(name)
     crop = cfg.data.train_crop

@@ -395,9 +395,15 @@ def describe_stages(cfg: ModelConfig, crop: int) -> list[tuple[str, str, tuple[i
     """Rows (stage, pathway, output shape without N) of the model at a `crop` x `crop` input,
     from a forward pass on the meta device (no memory, no compute): the paper's Table 1.
 
-    Stages: "input", "pool1" (stem + max pool), "res2".."res5", then ("head", "logits", (K,)).
-    Slow shapes are the stage outputs before the junction's laterals.
+    Stages: "input", "pool1" (stem + max pool), "res2".."res5", then ("head", "logits", (K,))
+    (EPIC: "verb_logits" and "noun_logits"). Slow shapes are the stage outputs before the
+    junction's laterals. A late-fusion config lists its visual and its audio model's rows.
     """
+    if cfg.arch == "late_fusion":
+        visual = describe_stages(dataclasses.replace(cfg, arch="slowfast"), crop)
+        audio = describe_stages(dataclasses.replace(cfg, arch="audio_only"), crop)
+        rows = [r for r in visual + audio if r[0] != "head"] + [r for r in visual if r[0] == "head"]
+        return sorted(rows, key=_row_order)
     model = _meta_model(cfg)
     rows: list[tuple[str, str, tuple[int, ...]]] = []
     batch = example_inputs(cfg, crop=crop, batch=1, device="meta")
@@ -413,16 +419,17 @@ def describe_stages(cfg: ModelConfig, crop: int) -> list[tuple[str, str, tuple[i
         out = model(batch)
     for h in hooks:
         h.remove()
-    order = {k: i for i, k in enumerate(("input", "pool1") + RES_STAGES)}
-    rows.sort(key=lambda r: (order[r[0]], ("slow", "fast", "audio").index(r[1]) if r[1] in ("slow", "fast", "audio") else 0))
-    for key, value in out.items():
-        rows.append(("head", key, tuple(value.shape[1:])))
-    return rows
+    rows += [("head", key, tuple(value.shape[1:])) for key, value in out.items()]
+    return sorted(rows, key=_row_order)
+
+
+def _row_order(row: tuple) -> tuple[int, int]:
+    stages = ("input", "pool1") + RES_STAGES + ("head",)
+    pathways = ("slow", "fast", "audio")
+    return stages.index(row[0]), pathways.index(row[1]) if row[1] in pathways else len(pathways)
 
 
 def _meta_model(cfg: ModelConfig) -> AVSlowFast:
-    if cfg.arch == "late_fusion":
-        raise ConfigError("late_fusion is an ensemble of two models: describe arch=slowfast and arch=audio_only")
     cfg = dataclasses.replace(cfg, num_classes=cfg.num_classes or 400)
     with torch.device("meta"):
         model = AVSlowFast(cfg)
