@@ -157,6 +157,8 @@ def test_different_config_is_refused_unless_fresh(tmp_path, monkeypatch):
     final = train(other, tmp_path, fresh=True)
     assert final["epochs"] == 2
     assert json.loads((tmp_path / "config.json").read_text())["solver"]["epochs"] == 2
+    log_text = (tmp_path / "log.txt").read_text()  # the fresh run's log, not the old one's
+    assert "epoch 2" in log_text and "1 epochs" not in log_text
 
 
 def test_resume_skips_a_corrupt_newest_checkpoint(tmp_path, monkeypatch, caplog):

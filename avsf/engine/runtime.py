@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import resource
 import sys
 import time
@@ -30,6 +31,26 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def cpu_threads(*, device: torch.device, num_workers: int) -> Iterator[int]:
+    """On the CPU, leave one core per loader worker: torch's intra-op threads spin while they
+    wait, and oversubscribed cores slow a step several-fold. GPU runs keep the default."""
+    old = torch.get_num_threads()
+    if device.type != "cpu":
+        yield old
+        return
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    n = max(1, min(old, cores - num_workers))
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(old)
 
 
 def derive_seed(*parts: int | str) -> int:

@@ -66,6 +66,7 @@ class EpochMeter:
     avs_stages: dict[str, float] = field(default_factory=dict)
     hits: int = 0
     train_time_s: float = 0.0
+    data_failures: int = 0  # samples the loader replaced (unreadable files) or files that killed a worker
 
     def add(self, *, clips: int, loss: float, task: float, avs: float | None, stages: dict[str, float],
             hits: int) -> None:
@@ -81,20 +82,22 @@ class EpochMeter:
     def summary(self) -> dict[str, float]:
         n = max(self.steps, 1)
         out = {"train_loss": self.loss / n, "train_loss_task": self.task / n, "train_loss_avs": self.avs / n,
-               "train_top1": 100.0 * self.hits / max(self.clips, 1)}
+               "train_top1": 100.0 * self.hits / max(self.clips, 1), "data_failures": self.data_failures}
         out.update({f"train_{k}": v / n for k, v in sorted(self.avs_stages.items())})
         return out
 
 
-def _check_run_dir(run_dir: Path, cfg: RunConfig, *, fresh: bool, is_main: bool) -> None:
-    """Refuse a run directory that holds a run of another config, unless `fresh`."""
+def _wipe_run_dir(run_dir: Path) -> None:
+    """Delete what a run directory holds (``--fresh``)."""
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    for name in ("metrics.jsonl", "final.json", "config.json", "log.txt"):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def _check_run_dir(run_dir: Path, cfg: RunConfig) -> None:
+    """Refuse a run directory that holds a run of another config (``--fresh`` wiped it before)."""
     cfg_path = run_dir / "config.json"
-    if fresh and is_main:
-        for name in ("checkpoints",):
-            shutil.rmtree(run_dir / name, ignore_errors=True)
-        for name in ("metrics.jsonl", "final.json", "config.json", "log.txt"):
-            (run_dir / name).unlink(missing_ok=True)
-    elif cfg_path.is_file():
+    if cfg_path.is_file():
         try:
             old = json.loads(cfg_path.read_text())
         except json.JSONDecodeError:
@@ -121,13 +124,13 @@ class Trainer:
     """The state of one run in one process; :meth:`run` trains, tests and returns final.json."""
 
     def __init__(self, cfg: RunConfig, run_dir: Path, *, info: ddp.DistInfo, device: torch.device,
-                 fresh: bool, stop_event: threading.Event | None) -> None:
+                 stop_event: threading.Event | None) -> None:
         self.info, self.device, self.run_dir = info, device, run_dir
         self.stop_event = stop_event
         torch.manual_seed(runtime.derive_seed(cfg.seed, "init"))
         self.train_set = runtime.build_dataset(cfg, "train")
         self.cfg = cfg = runtime.resolve_config(cfg, self.train_set)
-        _check_run_dir(run_dir, cfg, fresh=fresh, is_main=info.is_main)
+        _check_run_dir(run_dir, cfg)
         if info.is_main:
             atomic_write_json(run_dir / "config.json", cfg.to_dict())
         # the same initial weights on every rank (DDP also broadcasts rank 0's at wrap time)
@@ -258,7 +261,7 @@ class Trainer:
         clips = int(ddp.all_reduce_sum(local.to(self.device)).item())
         record["clips_per_s"] = round(clips / max(epoch_time, 1e-9), 3)
         if cfg.eval_every > 0 and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.solver.epochs):
-            val = evaluate_model(self.model, cfg, split="val", device=self.device, rank=self.info.rank,
+            val = evaluate_model(_unwrap(self.model), cfg, split="val", device=self.device, rank=self.info.rank,
                                  world_size=self.info.world_size, dataset=self._val_set())
             record.update(headline(val, prefix="val"))
         record["wall_time_s"] = round(self.wall_time_s + time.perf_counter() - self._t_session, 3)
@@ -288,7 +291,8 @@ class Trainer:
                 self.model.train()
                 t_epoch = time.perf_counter()
                 if self.batch_in_epoch < self.steps_per_epoch:
-                    for batch in self._loader(epoch=self.epoch, start_batch=self.batch_in_epoch):
+                    loader = self._loader(epoch=self.epoch, start_batch=self.batch_in_epoch)
+                    for batch in loader:
                         t0 = time.perf_counter()
                         lr, out = self._train_step(batch)
                         self.meter.train_time_s += time.perf_counter() - t0
@@ -304,6 +308,7 @@ class Trainer:
                             self._save()
                         if last_of_epoch:
                             break
+                    self.meter.data_failures += len(getattr(loader, "failures", ())) + len(getattr(loader, "crashes", ()))
                 self._end_epoch(lr=lr, epoch_time=time.perf_counter() - t_epoch)
         finally:
             progress.close()
@@ -325,7 +330,7 @@ class Trainer:
 
     def test(self) -> dict[str, Any]:
         t0 = time.perf_counter()
-        metrics = evaluate_model(self.model, self.cfg, split="test", device=self.device, rank=self.info.rank,
+        metrics = evaluate_model(_unwrap(self.model), self.cfg, split="test", device=self.device, rank=self.info.rank,
                                  world_size=self.info.world_size)
         final: dict[str, Any] = {}
         if self.info.is_main:
@@ -353,19 +358,28 @@ def train(cfg: RunConfig, run_dir: str | Path, *, fresh: bool = False,
     run_dir = Path(run_dir)
     _STOP.clear()
     device = runtime.resolve_device(cfg.device)
+    with ddp.process_group(use_cuda=device.type == "cuda") as info:
+        if fresh and info.is_main:
+            _wipe_run_dir(run_dir)
+        ddp.barrier()
+        return _train_in_group(cfg, run_dir, info=info, device=device, stop_event=stop_event)
+
+
+def _train_in_group(cfg: RunConfig, run_dir: Path, *, info: ddp.DistInfo, device: torch.device,
+                    stop_event: threading.Event | None) -> dict[str, Any]:
     final_path = run_dir / "final.json"
     prev_det = torch.are_deterministic_algorithms_enabled()
-    with ddp.process_group(use_cuda=device.type == "cuda") as info, \
-            runtime.run_logging(run_dir / "log.txt" if info.is_main else None):
+    with runtime.run_logging(run_dir / "log.txt" if info.is_main else None), \
+            runtime.cpu_threads(device=device, num_workers=cfg.data.num_workers) as threads:
         if device.type == "cpu":  # the kill/resume guarantee is bit-exact on the CPU
             torch.use_deterministic_algorithms(True, warn_only=True)
         try:
-            trainer = Trainer(cfg, run_dir, info=info, device=device, fresh=fresh, stop_event=stop_event)
-            if final_path.is_file() and trainer.epoch >= trainer.cfg.solver.epochs and not fresh:
+            trainer = Trainer(cfg, run_dir, info=info, device=device, stop_event=stop_event)
+            if final_path.is_file() and trainer.epoch >= trainer.cfg.solver.epochs:
                 return json.loads(final_path.read_text())
-            log.info("training %s: %d epochs x %d steps, %d process(es), lr %.4g peak, %s",
+            log.info("training %s: %d epochs x %d steps, %d process(es), lr %.4g peak, %s (%d threads)",
                      trainer.cfg.name, trainer.cfg.solver.epochs, trainer.steps_per_epoch, info.world_size,
-                     trainer.schedule.peak, device)
+                     trainer.schedule.peak, device, threads)
             if not trainer.fit():
                 return {"status": "stopped", "step": trainer.step, "epoch": trainer.epoch}
             return trainer.test()
