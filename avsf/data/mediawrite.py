@@ -195,6 +195,9 @@ def write_media(path: str | os.PathLike, *, frames: np.ndarray | None, fps: floa
             for _, kind, idx in events:
                 if kind == 0:
                     vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[idx]), format="rgb24")
+                    # convert here with a fresh scaler: the encoder's own reused scaler gives
+                    # run-to-run different yuv now and then (seen with PyAV 18, rgb24 -> yuv420p)
+                    vf = vf.reformat(format=vstream.pix_fmt)
                     vf.pts = idx
                     vf.time_base = 1 / rate
                     container.mux(vstream.encode(vf))
