@@ -1,0 +1,31 @@
+"""Shared fixtures. ``smoke_root``: the built-in smoke dataset, generated once and cached.
+
+The cache lives in ``$AVSF_TEST_DATA`` or ``<repo>/.cache/test-data`` (git-ignored) and is
+reused across test sessions; a copy from an older generator version is regenerated, and a
+file lock makes parallel sessions generate it once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_data_dir() -> Path:
+    """Where tests cache generated data."""
+    return Path(os.environ.get("AVSF_TEST_DATA") or REPO / ".cache" / "test-data")
+
+
+test_data_dir.__test__ = False  # a helper, not a test
+
+
+@pytest.fixture(scope="session")
+def smoke_root() -> Path:
+    """Folder of the smoke-scale synthetic dataset (seed 0): train/val/test.csv, classnames.json, mp4s."""
+    from avsf.data.synthetic import ensure_synthetic
+
+    return ensure_synthetic(test_data_dir(), "smoke", 0)

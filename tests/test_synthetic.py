@@ -1,0 +1,256 @@
+"""The built-in synthetic dataset: layout, media, determinism, design cues, generation safety,
+and the probe check that sight and sound are complementary."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from avsf.data import synth_sounds, synth_visuals, synthetic
+from avsf.data.synthetic import CLASSES, SCALES, ScaleSpec, ensure_synthetic, generate_dataset, render_clip
+from avsf.errors import UserError
+
+SMOKE = SCALES["smoke"]
+TINY = ScaleSpec("tiny", 48, 48, 30.0, 1.2, 1.5, 16000, 1, {"train": 1, "val": 1, "test": 1})
+
+
+def _read_csv(path: Path) -> list[tuple[str, int]]:
+    rows = []
+    for line in path.read_text().splitlines():
+        rel, label = line.split(" ")
+        rows.append((rel, int(label)))
+    return rows
+
+
+def _centroids(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sprite centre (y, x) per frame from the bright foreground. Two [T] arrays."""
+    mask = frames.max(axis=-1) > 0.65 * 255
+    area = np.maximum(mask.sum(axis=(1, 2)), 1)
+    ys = (mask * np.arange(frames.shape[1])[None, :, None]).sum(axis=(1, 2)) / area
+    xs = (mask * np.arange(frames.shape[2])[None, None, :]).sum(axis=(1, 2)) / area
+    return ys, xs
+
+
+def _find_clip(*, label: int, split: str = "train", **want) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """The first smoke clip of `label` whose metadata matches `want` (a callable or a value per key)."""
+    for index in range(200):
+        frames, audio, meta = render_clip(spec=SMOKE, seed=0, split=split, label=label, index=index)
+        if all(v(meta[k]) if callable(v) else meta[k] == v for k, v in want.items()):
+            return frames, audio, meta
+    raise AssertionError(f"no clip of class {label} with {want}")
+
+
+# --- layout of the generated dataset ----------------------------------------------------------
+def test_layout_counts_and_manifest(smoke_root):
+    names = json.loads((smoke_root / "classnames.json").read_text())
+    assert names == {c.name: i for i, c in enumerate(CLASSES)} and len(names) == 20
+    manifest = json.loads((smoke_root / "manifest.json").read_text())
+    assert manifest["scale"] == "smoke" and manifest["seed"] == 0
+    assert manifest["generator_version"] == synthetic.GENERATOR_VERSION
+    assert {c["cue"] for c in manifest["classes"]} == {"sound", "motion", "appearance", "visual", "joint"}
+    by_path = {c["path"]: c for c in manifest["clips"]}
+    for split in ("train", "val", "test"):
+        rows = _read_csv(smoke_root / f"{split}.csv")
+        assert len(rows) == 20 * SMOKE.clips_per_class[split]
+        assert np.bincount([label for _, label in rows], minlength=20).tolist() == [SMOKE.clips_per_class[split]] * 20
+        for rel, label in rows:
+            assert (smoke_root / rel).is_file() and rel.startswith(f"{split}/")
+            assert by_path[rel]["label"] == label
+    clips = manifest["clips"]
+    no_audio = sum(not c["has_audio"] for c in clips) / len(clips)
+    offset = sum(bool(c["offset_s"]) for c in clips) / len(clips)
+    background = sum(bool(c["background"]) for c in clips) / len(clips)
+    assert 0.02 < no_audio < 0.16, no_audio
+    assert 0.15 < offset < 0.45 and max(abs(c["offset_s"] or 0) for c in clips) <= SMOKE.max_offset
+    assert 0.2 < background < 0.5, background
+    # the shift: training clips hear training backgrounds only, val/test clips the others
+    bgs = {s: {c["background"] for c in clips if c["split"] == s and c["background"]} for s in ("train", "test")}
+    assert bgs["train"] <= set(synth_sounds.TRAIN_BACKGROUNDS) and bgs["test"] <= set(synth_sounds.HELDOUT_BACKGROUNDS)
+
+
+def test_media_are_h264_aac_mp4s_with_and_without_audio(smoke_root):
+    manifest = json.loads((smoke_root / "manifest.json").read_text())
+    with_audio = next(c for c in manifest["clips"] if c["has_audio"])
+    without = next(c for c in manifest["clips"] if not c["has_audio"])
+    with av.open(str(smoke_root / with_audio["path"])) as f:
+        v = f.streams.video[0]
+        assert v.codec_context.name == "h264" and (v.width, v.height) == (SMOKE.width, SMOKE.height)
+        assert float(v.average_rate) == SMOKE.fps
+        assert f.streams.audio[0].codec_context.name == "aac" and f.streams.audio[0].rate == SMOKE.sample_rate
+        frames = sum(1 for _ in f.decode(video=0))
+        assert frames == with_audio["num_frames"]
+        assert SMOKE.min_duration <= frames / SMOKE.fps <= SMOKE.max_duration
+    with av.open(str(smoke_root / without["path"])) as f:
+        assert len(f.streams.audio) == 0 and len(f.streams.video) == 1
+
+
+# --- determinism --------------------------------------------------------------------------------
+def test_same_seed_same_bytes_other_seed_other_content(smoke_root, tmp_path):
+    for split, label, index in (("train", 3, 0), ("val", 12, 1), ("test", 19, 2)):
+        meta = synthetic.write_clip(tmp_path, spec=SMOKE, seed=0, split=split, label=label, index=index)
+        assert (tmp_path / meta["path"]).read_bytes() == (smoke_root / meta["path"]).read_bytes()
+    a, _, _ = render_clip(spec=SMOKE, seed=0, split="train", label=3, index=0)
+    b, _, _ = render_clip(spec=SMOKE, seed=1, split="train", label=3, index=0)
+    assert a.shape != b.shape or not np.array_equal(a, b)
+
+
+def test_worker_count_does_not_change_the_dataset(tmp_path):
+    one = generate_dataset(tmp_path / "one", spec=TINY, seed=5, workers=1)
+    two = generate_dataset(tmp_path / "two", spec=TINY, seed=5, workers=2)
+    for name in ("train.csv", "val.csv", "test.csv", "classnames.json"):
+        assert (one / name).read_text() == (two / name).read_text()
+    for rel, _ in _read_csv(one / "test.csv"):
+        assert (one / rel).read_bytes() == (two / rel).read_bytes()
+
+
+# --- the design: which cue tells each class apart -------------------------------------------------
+def test_class_table_isolates_each_cue():
+    groups: dict[str, list] = {}
+    for c in CLASSES:
+        groups.setdefault(c.cue, []).append(c)
+    def distinct(cs, attr):
+        return len({getattr(c, attr) for c in cs})
+    sound, motion, look, visual, joint = (groups[k] for k in ("sound", "motion", "appearance", "visual", "joint"))
+    assert distinct(sound, "digit") == distinct(sound, "motion") == 1 and distinct(sound, "sound") == len(sound)
+    assert distinct(motion, "digit") == distinct(motion, "sound") == 1 and distinct(motion, "motion") == len(motion)
+    assert distinct(look, "motion") == distinct(look, "sound") == 1 and distinct(look, "digit") == len(look)
+    assert all(c.sound == "random" for c in visual) and len({(c.digit, c.motion) for c in visual}) == len(visual)
+    assert distinct(joint, "digit") == 2 and distinct(joint, "sound") == 2 and len({(c.digit, c.sound) for c in joint}) == 4
+
+
+def test_event_sounds_land_on_their_visual_cause_or_at_the_offset():
+    slam = next(i for i, c in enumerate(CLASSES) if c.sound == "slam")
+    for want_offset in (lambda o: o == 0.0, lambda o: o is not None and abs(o) >= 0.2):
+        frames, audio, meta = _find_clip(label=slam, has_audio=True, background="", offset_s=want_offset)
+        ys, _ = _centroids(frames)
+        # a landing: the lowest point (largest y) right after the fast fall
+        landings = np.array([i for i in range(1, len(ys) - 1) if ys[i] > ys[i - 1] + 0.5 and ys[i] >= ys[i + 1]])
+        landings_s = landings / SMOKE.fps
+        env = np.abs(audio[0])
+        loud = np.flatnonzero(env > 0.5 * env.max()) / SMOKE.sample_rate
+        onsets = loud[np.concatenate([[True], np.diff(loud) > 0.3])]
+        inside = onsets[(onsets > 0.1) & (onsets < len(ys) / SMOKE.fps - 0.1)]
+        assert len(inside) >= 2 and len(landings_s) >= 2
+        gaps = [np.min(np.abs(landings_s + meta["offset_s"] - t)) for t in inside]
+        assert max(gaps) < 1.6 / SMOKE.fps, (meta, gaps)
+
+
+def test_every_model_window_holds_an_event():
+    window = int(32 / SMOKE.fps * SMOKE.sample_rate)  # Slow 4 x tau 8 frames at 30 fps
+    for label, c in enumerate(CLASSES):
+        if c.sound in ("random", "hum"):
+            continue
+        _, audio, meta = _find_clip(label=label, has_audio=True, background="")
+        env = np.abs(audio[0])
+        peaks = [env[s:s + window].max() for s in range(0, env.size - window, window // 4)]
+        assert min(peaks) > 0.3 * env.max(), (c.name, meta)
+
+
+def test_shaking_is_visible_to_the_fast_pathway_only():
+    label = next(i for i, c in enumerate(CLASSES) if c.name == "one shaking")
+    frames, _, _ = render_clip(spec=SMOKE, seed=0, split="train", label=label, index=0)
+    _, xs = _centroids(frames)
+    slow = xs[0:32:8]  # every 8th frame: what the Slow pathway sees
+    fast = xs[0:32:2]  # every 2nd frame: the Fast pathway
+    assert np.ptp(slow) < 0.5 and np.ptp(fast) > 3.0
+
+
+def test_heldout_splits_use_other_voices_and_digit_instances():
+    assert not set(synth_sounds.TRAIN_VOICES) & set(synth_sounds.HELDOUT_VOICES)
+    assert not set(synth_sounds.TRAIN_BACKGROUNDS) & set(synth_sounds.HELDOUT_BACKGROUNDS)
+    for digit in range(10):
+        train = set(synth_visuals.digit_pool(digit=digit, heldout=False))
+        held = set(synth_visuals.digit_pool(digit=digit, heldout=True))
+        assert train and held and not train & held and len(train | held) == 500
+
+
+# --- generation safety ------------------------------------------------------------------------------
+def test_unknown_scale_and_bad_seed_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="smoke, small"):
+        ensure_synthetic(tmp_path, "huge", 0)
+    with pytest.raises(UserError, match="non-negative"):
+        ensure_synthetic(tmp_path, "smoke", -1)
+
+
+def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
+    real = synthetic.write_clip
+    calls = []
+
+    def flaky(*args, **kw):
+        calls.append(1)
+        if len(calls) > 5:
+            raise RuntimeError("disk full")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(synthetic, "write_clip", flaky)
+    with pytest.raises(RuntimeError, match="disk full"):
+        generate_dataset(tmp_path / "data", spec=TINY, seed=0, workers=1)
+    assert list(tmp_path.iterdir()) == []  # neither the dataset nor its temp folder
+
+
+def test_concurrent_callers_generate_once_and_stale_versions_regenerate(tmp_path, monkeypatch):
+    monkeypatch.setitem(SCALES, "tiny", TINY)
+    real = synthetic.generate_dataset
+    generated = []
+
+    def counting(*args, **kw):
+        generated.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(synthetic, "generate_dataset", counting)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(ensure_synthetic(tmp_path, "tiny", 0, workers=1)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(generated) == 1 and results[0] == results[1] == tmp_path / "tiny-seed0"
+    # a copy from another generator version is replaced
+    manifest_path = results[0] / "manifest.json"
+    stale = json.loads(manifest_path.read_text())
+    stale["generator_version"] = synthetic.GENERATOR_VERSION - 1
+    manifest_path.write_text(json.dumps(stale))
+    ensure_synthetic(tmp_path, "tiny", 0, workers=1)
+    assert len(generated) == 2
+    assert json.loads(manifest_path.read_text())["generator_version"] == synthetic.GENERATOR_VERSION
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["tiny-seed0"]
+
+
+def test_cli_reports_bad_scale_and_refuses_foreign_folders(tmp_path, capsys, smoke_root):
+    from avsf.cli import main
+
+    assert main(["synth", "--out", str(tmp_path / "x"), "--scale", "huge"]) == 2
+    assert "choose one of smoke, small" in capsys.readouterr().err
+    (tmp_path / "mine.txt").write_text("keep me")
+    assert main(["synth", "--out", str(tmp_path), "--scale", "smoke", "--force"]) == 2
+    assert "refusing to replace" in capsys.readouterr().err and (tmp_path / "mine.txt").exists()
+    assert main(["synth", "--out", str(smoke_root), "--scale", "smoke"]) == 0
+    assert "already holds" in capsys.readouterr().out
+
+
+# --- the point of the dataset: sight and sound are complementary --------------------------------------
+def test_probes_both_beat_visual_and_audio_alone(smoke_root):
+    import torch
+
+    from avsf.data.synth_probe import probe_dataset
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = probe_dataset(smoke_root)
+    finally:
+        torch.set_num_threads(threads)
+    visual, audio, both = (result[k]["test_top1"] for k in ("visual", "audio", "both"))
+    print("probe test top-1:", json.dumps({k: round(result[k]["test_top1"], 3) for k in result}))
+    assert both > max(visual, audio) + 0.10, result
+    # each cue is carried by the modality the design says
+    per_cue = {k: result[k]["test_top1_per_cue"] for k in result}
+    assert per_cue["audio"]["sound"] > per_cue["visual"]["sound"] + 0.2
+    assert per_cue["visual"]["motion"] > per_cue["audio"]["motion"] + 0.3
+    assert per_cue["both"]["joint"] > max(per_cue["visual"]["joint"], per_cue["audio"]["joint"])
