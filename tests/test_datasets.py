@@ -146,6 +146,9 @@ def test_epic_segments_verb_noun(tmp_path):
         (root / name).write_text("\n".join(rows) + "\n")
     ds = build_dataset(tiny_cfg(root, dataset="epic"), "train")
     assert len(ds) == 2 and len(ds.bad_lines) == 1
+    assert (ds.num_verbs, ds.num_nouns) == (125, 352)  # EPIC-55's class counts
+    (root / "vocabulary.json").write_text(json.dumps({"verbs": list("abcd"), "nouns": list("abcdefghijklmn")}))
+    assert build_dataset(tiny_cfg(root, dataset="epic"), "val").num_verbs == 4  # a derived, smaller view
     s = ds[1]
     assert int(s["verb"]) == 2 and int(s["noun"]) == 13
     for i, (lo, hi) in enumerate([(0.5, 2.0), (2.1, 3.9)]):

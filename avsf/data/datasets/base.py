@@ -56,9 +56,7 @@ class AVClipDataset(torch.utils.data.Dataset):
         self.multi_label = listing.multi_label
         self.is_epic = dataset_name == "epic"
         if self.is_epic:
-            from avsf.data.datasets.epic import NUM_NOUNS, NUM_VERBS
-
-            self.num_verbs, self.num_nouns = NUM_VERBS, NUM_NOUNS
+            self.num_verbs, self.num_nouns = listing.num_verbs, listing.num_nouns
         self.num_classes = listing.num_classes
         self.class_names = listing.class_names
         self.split_file = listing.split_file

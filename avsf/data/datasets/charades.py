@@ -6,7 +6,8 @@ separated; `labels` is a comma-separated list of class indices ("" for none). Fr
 relative to the root. Frames are images extracted at 24 fps. The sound, when present, comes
 from `{root}/videos/{original_vido_id}.mp4` (Charades_v1_480).
 
-Training clips take the union of the labels of the frames they cover (as PySlowFast does);
+A `vocabulary.json` beside the lists ({"labels": [...]}) sets a smaller class list for
+derived views. Training clips take the union of the labels of the frames they cover (as PySlowFast does);
 val/test use video-level labels (the union over all frames).
 """
 
@@ -16,7 +17,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from avsf.data.datasets.records import BadLine, SplitListing, VideoRecord, require_file, resolve
+from avsf.data.datasets.records import BadLine, SplitListing, VideoRecord, read_vocabulary, require_file, resolve
 
 NUM_CLASSES = 157
 FRAME_FPS = 24.0
@@ -31,7 +32,8 @@ def _parse_labels(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(",") if x.strip())
 
 
-def read_csv(csv_path: str | os.PathLike, *, root: str | os.PathLike) -> tuple[list[VideoRecord], list[BadLine]]:
+def read_csv(csv_path: str | os.PathLike, *, root: str | os.PathLike,
+             num_classes: int = NUM_CLASSES) -> tuple[list[VideoRecord], list[BadLine]]:
     frames: dict[str, list[tuple[int, str, tuple[int, ...]]]] = defaultdict(list)
     bad = []
     lines = Path(csv_path).read_text(errors="replace").splitlines()
@@ -50,8 +52,8 @@ def read_csv(csv_path: str | os.PathLike, *, root: str | os.PathLike) -> tuple[l
         except ValueError as e:
             bad.append(BadLine(str(csv_path), no, raw, f"frame id or labels not integers ({e})"))
             continue
-        if any(not 0 <= x < NUM_CLASSES for x in labels):
-            bad.append(BadLine(str(csv_path), no, raw, f"label outside 0..{NUM_CLASSES - 1}"))
+        if any(not 0 <= x < num_classes for x in labels):
+            bad.append(BadLine(str(csv_path), no, raw, f"label outside 0..{num_classes - 1}"))
             continue
         frames[parts[0]].append((frame_id, resolve(root, parts[3]), labels))
     records = []
@@ -68,7 +70,8 @@ def read_csv(csv_path: str | os.PathLike, *, root: str | os.PathLike) -> tuple[l
 def read_split(*, root: str | os.PathLike, split_dir: str | os.PathLike, split: str) -> SplitListing:
     csv_path = require_file(Path(split_dir) / SPLIT_FILES[split], what=f"Charades {split} frame list",
                             hint="use PySlowFast's frame lists (data.split_dir) with frames under data.root")
-    records, bad = read_csv(csv_path, root=root)
-    return SplitListing(records=records, bad_lines=bad, num_classes=NUM_CLASSES,
-                        class_names=[f"c{i:03d}" for i in range(NUM_CLASSES)], multi_label=True,
-                        split_file=str(csv_path))
+    labels = (read_vocabulary(split_dir) or {}).get("labels")
+    names = [str(x) for x in labels] if labels else [f"c{i:03d}" for i in range(NUM_CLASSES)]
+    records, bad = read_csv(csv_path, root=root, num_classes=len(names))
+    return SplitListing(records=records, bad_lines=bad, num_classes=len(names), class_names=names,
+                        multi_label=True, split_file=str(csv_path))

@@ -4,7 +4,8 @@ Columns used: participant_id, video_id, start_timestamp, stop_timestamp (HH:MM:S
 verb_class, noun_class. Each row is one segment; clips are sampled inside it. Split files:
 `EPIC_train_action_labels.csv` for train and `EPIC_val_action_labels.csv` (a held-out part of
 the training set, same columns) for val and test. Videos: `{root}/{participant}/{video}.MP4`
-(or `{root}/{video}.MP4`; `.mp4` also accepted).
+(or `{root}/{video}.MP4`; `.mp4` also accepted). A `vocabulary.json` beside the csv
+({"verbs": [...], "nouns": [...]}) sets smaller verb/noun counts for derived views.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import csv
 import os
 from pathlib import Path
 
-from avsf.data.datasets.records import BadLine, SplitListing, VideoRecord, require_file
+from avsf.data.datasets.records import BadLine, SplitListing, VideoRecord, read_vocabulary, require_file
 
 NUM_VERBS, NUM_NOUNS = 125, 352
 SPLIT_FILES = {"train": "EPIC_train_action_labels.csv", "val": "EPIC_val_action_labels.csv",
@@ -78,5 +79,7 @@ def read_split(*, root: str | os.PathLike, split_dir: str | os.PathLike, split: 
     csv_path = require_file(Path(split_dir) / SPLIT_FILES[split], what=f"EPIC-Kitchens {split} labels",
                             hint="put the official action-label csv there (data.split_dir), videos under data.root")
     records, bad = read_csv(csv_path, root=root)
+    vocab = read_vocabulary(split_dir) or {}
+    verbs, nouns = len(vocab.get("verbs", [])) or NUM_VERBS, len(vocab.get("nouns", [])) or NUM_NOUNS
     return SplitListing(records=records, bad_lines=bad, num_classes=NUM_VERBS * NUM_NOUNS,
-                        class_names=[], split_file=str(csv_path))
+                        class_names=[], split_file=str(csv_path), num_verbs=verbs, num_nouns=nouns)

@@ -54,6 +54,26 @@ class SplitListing:
     class_names: list[str] = field(default_factory=list)
     multi_label: bool = False
     split_file: str = ""
+    num_verbs: int = 0  # EPIC
+    num_nouns: int = 0
+
+
+def read_vocabulary(split_dir: str | os.PathLike) -> dict | None:
+    """`vocabulary.json` beside the split files, if any: the class names of a dataset view
+    that uses fewer classes than the real dataset (e.g. the synthetic EPIC and Charades views
+    of the built-in data: {"verbs": [...], "nouns": [...]} or {"labels": [...]})."""
+    import json
+
+    path = Path(split_dir) / "vocabulary.json"
+    if not path.is_file():
+        return None
+    try:
+        vocab = json.loads(path.read_text())
+    except ValueError as e:
+        raise UserError(f"{path} is not valid JSON ({e})") from e
+    if not isinstance(vocab, dict):
+        raise UserError(f"{path} should be a JSON object with class-name lists")
+    return vocab
 
 
 def require_file(path: Path, *, what: str, hint: str) -> Path:
