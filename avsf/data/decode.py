@@ -18,7 +18,6 @@ import os
 import stat
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
