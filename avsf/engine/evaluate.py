@@ -64,8 +64,8 @@ def predict(model: nn.Module, dataset: Any, *, cfg: RunConfig, device: torch.dev
             parts.setdefault(k, []).append(v.detach().cpu())
     model.train(was_training)
     local = {k: torch.cat(v) for k, v in parts.items()}
-    gathered = ddp.all_gather_objects(local)
-    merged = {k: torch.cat([g[k] for g in gathered if g]) for k in (gathered[0] or local)} if local else {}
+    gathered = [g for g in ddp.all_gather_objects(local) if g]  # a rank may have had no items
+    merged = {k: torch.cat([g[k] for g in gathered]) for k in gathered[0]} if gathered else {}
     if not merged or merged["video_index"].numel() == 0:
         raise UserError(f"the evaluation split has no items (dataset {cfg.data.dataset!r} at "
                         f"{cfg.data.root or cfg.data.synthetic_root}); check its csv")
