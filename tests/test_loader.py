@@ -109,3 +109,17 @@ def test_a_worker_death_under_strict_policy_raises_naming_the_file(root, monkeyp
     monkeypatch.setenv(FAULT_ENV, f"abort={victim.rsplit('/', 2)[-2]}/{victim.rsplit('/', 1)[-1]}")
     with pytest.raises(DecodeError, match=victim.rsplit("/", 1)[-1]):
         list(build_loader(ds, batch_size=4, num_workers=1, shuffle=False, seed=0, epoch=0, drop_last=False))
+
+
+def test_bench_data_reports_the_floor_and_the_loader(root):
+    from avsf.data.bench import bench_data, format_report
+
+    r = bench_data(root=str(root), preset="avslowfast_tiny", workers=2, clips=8, rounds=1)
+    assert r["clips"] == 8 and r["clip"]["shapes"]["fast"] == [3, 16, 56, 56]
+    for key in ("floor_clips_per_s", "floor_tuned_clips_per_s", "loader_main_clips_per_s",
+                "loader_1_worker_clips_per_s", "loader_n_workers_clips_per_s", "cost_vs_floor_cpu"):
+        assert r[key] > 0, key
+    cpu = r["cpu_ms_per_clip"]
+    assert r["cost_vs_floor_cpu"] == pytest.approx(cpu["loader_main"] / cpu["floor_plain"])
+    text = format_report(r)
+    assert "bare PyAV loop (floor)" in text and "2 workers" in text

@@ -14,6 +14,7 @@ next to PyTorch's OpenMP pool, are a known source of deadlocks and oversubscript
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import time
@@ -394,13 +395,20 @@ def decode_audio_span(container: Any, *, start_s: float, duration_s: float,
     return out, rate, float(1.0 - covered.mean())
 
 
+@functools.lru_cache(maxsize=8)
+def _resampler(orig_rate: int, new_rate: int):
+    import torchaudio
+
+    return torchaudio.transforms.Resample(orig_freq=orig_rate, new_freq=new_rate)  # keeps its sinc kernel
+
+
 def resample_audio(x: np.ndarray, *, orig_rate: int, new_rate: int, length: int) -> np.ndarray:
     """Band-limited resampling (torchaudio's sinc interpolation) to exactly `length` samples."""
     import torch
-    import torchaudio.functional as AF
 
     if orig_rate != new_rate:
-        y = AF.resample(torch.from_numpy(np.ascontiguousarray(x)), orig_freq=orig_rate, new_freq=new_rate).numpy()
+        with torch.no_grad():
+            y = _resampler(orig_rate, new_rate)(torch.from_numpy(np.ascontiguousarray(x))).numpy()
     else:
         y = x
     if y.shape[0] >= length:
