@@ -305,7 +305,9 @@ def header_probe_cached(paths: list[str], *, timeout_s: float, cache_key: str) -
         else:
             todo.append(path)
     if todo:
-        fresh = probe_files(todo, deep=False, workers=1, timeout_s=timeout_s)
+        # a few probers for big lists (a cold Kinetics cache is ~240k headers)
+        workers = 1 if len(todo) < 64 else max(1, min(4, (os.cpu_count() or 1)))
+        fresh = probe_files(todo, deep=False, workers=workers, timeout_s=timeout_s)
         results.update(fresh)
         for path, res in fresh.items():
             if res.status not in ("crashed", "timeout"):  # a flaky machine should not stick
