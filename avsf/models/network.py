@@ -4,21 +4,30 @@ SlowFast and an audio-only model.
 
 Layout (paper section 3, REFERENCE.md's table), widths for ``width`` w (64 in the paper):
 
-=========  ===============================  ==============================  =============================
-stage      Slow (T frames)                  Fast (alpha*T frames, w/beta_inv)  Audio (Ta x F log-mel, beta_A*w)
-=========  ===============================  ==============================  =============================
-stem       1x7x7 /2 + maxpool /2 ("pool1")  5x7x7 /2 + maxpool /2           9x1 + 1x9 summed, no pool
-res2       bottleneck, temporal kernel 1    bottleneck, temporal kernel 3   time-freq block (concat|sum)
-res3       bottleneck, 1, /2                bottleneck, 3, /2               time-freq block, /2 in T and F
-res4       bottleneck, 3, /2 (+NL)          bottleneck, 3, /2               2-D bottleneck 3x3, /2
-res5       bottleneck, 3, /2                bottleneck, 3, /2               2-D bottleneck 3x3, /2
-head       global average pool of each pathway, concatenated, dropout, linear
-=========  ===============================  ==============================  =============================
+stage  Slow (T frames, w)            Fast (alpha*T frames, w/beta_inv)  Audio (Ta x F log-mel, beta_A*w)
+stem   1x7x7 /2 + maxpool /2         5x7x7 /2 + maxpool /2              9x1 + 1x9 summed, no pool
+res2   bottleneck, temporal k 1      bottleneck, temporal k 3           time-freq block (concat | sum)
+res3   bottleneck, k 1, /2           bottleneck, k 3, /2                time-freq block, /2 in T and F
+res4   bottleneck, k 3, /2 (+NL)     bottleneck, k 3, /2                2-D bottleneck (3x3), /2
+res5   bottleneck, k 3, /2           bottleneck, k 3, /2                2-D bottleneck (3x3), /2
+head   global average pool of each pathway, concatenated, dropout, linear
 
 Junctions ("pool1", "res2", "res3", "res4") come after the named stage. At a junction, in order:
 AVS features are read (pooled Slow and Fast, before any lateral of this junction, and the
 pooled audio); audio->visual laterals (``a_f_s``: added to Fast); Fast->Slow (concatenated);
 audio->visual laterals (``a_fs`` and ``av_nonlocal``: added to Slow after the concat).
+The audio->visual lateral's inner width is ``width`` (64 in the paper, the authors' fixed
+AU_FUSION_CONV_CHANNEL_DIM), so tiny models shrink it too.
+
+AVS (``avs_stages``, training only, when the batch has "audio_neg"): at each AVS stage the
+pooled [Slow, Fast] features and the pooled audio features are projected to ``avs_dim``; the
+layout of aligned and misaligned audio is documented in :mod:`avsf.models.avs`. As in the
+authors' code, a stage's AVS loss counts only while no live audio lateral has fed the visual
+pathways at an earlier junction (otherwise the visual features have heard the audio and the
+task is trivial); it is multiplied by zero otherwise. Unlike the authors' code, the audio side
+is the Audio pathway's own feature, not the A->FS lateral's output, so the res5 junction needs
+no lateral convs that exist only for the loss. In a training step without "audio_neg" the AVS
+projections are tied into the outputs with a zero, so DDP never sees unused parameters.
 
 DropPathway (``droppathway_rate`` P_d, one draw per training iteration): a dropped lateral's
 output is multiplied by zero, so every parameter stays in the graph (DDP-safe). Mode
@@ -34,7 +43,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from avsf.config import DEPTHS, STAGES, ConfigError, ModelConfig
+from avsf.config import DEPTHS, ConfigError, ModelConfig
 from avsf.errors import UserError
 from avsf.models.avs import AVSProjection, margin_contrastive_loss, pair_weights
 from avsf.models.blocks import AudioResStage, AudioStem, VisualResStage, VisualStem
