@@ -93,6 +93,9 @@ def test_missing_dataset_says_where_it_looked(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match=r"looked for .*empty/train.csv"):
         build_dataset(tiny_cfg(tmp_path / "empty"), "train")
+    (tmp_path / "empty" / "train.csv").write_text("gone.mp4 0\n")
+    with pytest.raises(UserError, match=r"none of the 1 videos .*\(0 found.*check-data"):
+        build_dataset(tiny_cfg(tmp_path / "empty"), "train")
 
 
 def test_kinetics_sounds_selects_the_papers_classes_by_name(tmp_path):

@@ -57,7 +57,13 @@ def build_dataset(cfg, split: str):
     if not listing.records:
         raise UserError(f"{listing.split_file} lists no usable video ({len(listing.bad_lines)} lines did not parse); "
                         f"run `avsf check-data` on it")
-    return AVClipDataset(listing, cfg=cfg, split=split, dataset_name=cfg.data.dataset)
+    dataset = AVClipDataset(listing, cfg=cfg, split=split, dataset_name=cfg.data.dataset)
+    if dataset.num_videos == 0:
+        st = dataset.stats
+        raise UserError(f"none of the {st['listed']} videos in {listing.split_file} is usable ({st['found']} found, "
+                        f"{st['readable']} readable, {st['no_video']} without video); run "
+                        f"`avsf check-data --dataset {cfg.data.dataset} --root {root}` to see why")
+    return dataset
 
 
 def list_split_file(*, dataset: str, root: str | os.PathLike, split_file: str | os.PathLike | None = None,
