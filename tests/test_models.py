@@ -206,3 +206,21 @@ def test_unknown_preset_is_a_one_line_error(capsys):
     assert main(["flops", "--preset", "avslowfast_r9000"]) == 2
     err = capsys.readouterr().err
     assert "unknown preset 'avslowfast_r9000'" in err and "slowfast_r50_4x16" in err
+
+
+def test_bench_reports_speed_memory_and_the_stage_split():
+    from avsf.models.bench import _profile_stages, bench_model, format_report
+
+    # profile=False: torch.profiler's first start alone takes seconds; the stage split is checked below
+    result = bench_model(preset="audio_only_tiny", batch=2, crop=None, iters=2, device="cpu", bf16=False,
+                         profile=False)
+    assert result["clips_per_s"] > 0 and result["peak_mem_mb"] >= 0 and result["cpu_s_per_step"] > 0
+    assert result["input_shapes"] == {"audio": [2, 1, 64, 40]}
+    assert "clips/s" in format_report(result)
+    cfg, model = _tiny()
+    stages = _profile_stages(model.train(), example_inputs(cfg, crop=48, batch=2), "cpu", False, 1.0)
+    names = {r["stage"] for r in stages}
+    assert {"slow.res2", "fast.res4", "audio.res5", "fs.pool1", "av.res3"} <= names
+    assert all(r["ms"] > 0 for r in stages)
+    with pytest.raises(UserError, match="at least 1"):
+        bench_model(preset="audio_only_tiny", batch=0, crop=None, iters=1, device="cpu", bf16=False, profile=False)

@@ -95,7 +95,8 @@ def bench_model(*, preset: str, batch: int, crop: int | None, iters: int, device
     torch.manual_seed(0)
     model = build_model(cfg).to(device).train()
     gen = torch.Generator().manual_seed(0)
-    inputs = example_inputs(cfg, crop=crop, batch=batch, device=device, with_negatives=bool(cfg.avs_stages),
+    negatives = cfg.arch == "avslowfast" and bool(cfg.avs_stages)
+    inputs = example_inputs(cfg, crop=crop, batch=batch, device=device, with_negatives=negatives,
                             generator=gen)
     labels = torch.randint(0, 1 << 20, (batch,), generator=gen).to(device)
 
