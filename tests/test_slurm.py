@@ -57,14 +57,40 @@ def slurm_cluster():
     pytest.skip(f"{message} and set AVSF_SLURM=1 (as .ci/run does) to make these tests mandatory")
 
 
-def _cfg(preset: str, seed: int, **extra: str) -> RunConfig:
-    overrides = {"seed": seed, "solver.epochs": 2, "solver.warmup_epochs": 0.5, "checkpoint_every": 2,
-                 "data.synthetic_root": SYNTH_ROOT, "data.num_workers": 0, "device": "cpu", **extra}
+@pytest.fixture(scope="module")
+def tiny_split(tmp_path_factory) -> Path:
+    """Split files for 4 classes of the built-in dataset: 16 training, 8 val and 8 test videos,
+    so that a run trains 6 steps and tests in a few seconds of CPU."""
+    from avsf.data.synthetic import ensure_synthetic
+
+    src = Path(ensure_synthetic(SYNTH_ROOT, "smoke", 0))
+    out = tmp_path_factory.mktemp("tiny_split")
+    names = json.loads((src / "classnames.json").read_text())
+    (out / "classnames.json").write_text(json.dumps({k: v for k, v in names.items() if v < 4}))
+    for split, per_class in (("train", 4), ("val", 2), ("test", 2)):
+        taken: dict[int, int] = {}
+        lines = []
+        for line in (src / f"{split}.csv").read_text().splitlines():
+            label = int(line.split()[-1]) if line.strip() else 99
+            if label < 4 and taken.get(label, 0) < per_class:
+                lines.append(line)
+                taken[label] = taken.get(label, 0) + 1
+        (out / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    return out
+
+
+def _cfg(preset: str, seed: int, split_dir: Path, **extra) -> RunConfig:
+    overrides = {"seed": seed, "solver.epochs": 3, "solver.batch_size": 8, "solver.reference_batch": 8,
+                 "solver.warmup_epochs": 1, "checkpoint_every": 1, "eval_every": 100, "log_every": 1,
+                 "data.synthetic_root": SYNTH_ROOT, "data.split_dir": str(split_dir),
+                 "data.num_temporal_views": 1, "data.num_workers": 0, "device": "cpu", **extra}
     return get_preset(preset).with_overrides({k: str(v) for k, v in overrides.items()})
 
 
-SWEEP = [_cfg("slowfast_tiny", 0), _cfg("slowfast_tiny", 1), _cfg("avslowfast_tiny", 0),
-         _cfg("audio_only_tiny", 0)]
+@pytest.fixture(scope="module")
+def sweep_configs(tiny_split) -> list[RunConfig]:
+    return [_cfg("slowfast_tiny", 0, tiny_split), _cfg("slowfast_tiny", 1, tiny_split),
+            _cfg("audio_only_tiny", 0, tiny_split), _cfg("audio_only_tiny", 1, tiny_split)]
 
 
 def _squeue(job_id: str) -> tuple[str, str]:
@@ -94,15 +120,15 @@ def _comparable(final: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def finished_sweep(tmp_path_factory):
+def finished_sweep(tmp_path_factory, sweep_configs):
     sweep_dir = tmp_path_factory.mktemp("slurm_sweep")
-    report = launch.submit(SWEEP, backend="slurm", sweep_dir=sweep_dir, cluster="local", max_parallel=2,
+    report = launch.submit(sweep_configs, backend="slurm", sweep_dir=sweep_dir, cluster="local", max_parallel=2,
                            job_fn=JOB_FN)
-    frame = launch.wait(sweep_dir, timeout_s=240, poll_s=1.0, on_poll=_expedite_requeued)
+    frame = launch.wait(sweep_dir, timeout_s=600, poll_s=1.0, on_poll=_expedite_requeued)
     return sweep_dir, report, frame
 
 
-def test_sweep_of_four_runs_is_one_job_array_and_all_results_come_back(finished_sweep):
+def test_sweep_of_four_runs_is_one_job_array_and_all_results_come_back(finished_sweep, sweep_configs):
     sweep_dir, report, frame = finished_sweep
     assert len(report.submitted) == 4
     array_ids = {j.split("_")[0] for j in report.jobs}
@@ -110,22 +136,23 @@ def test_sweep_of_four_runs_is_one_job_array_and_all_results_come_back(finished_
     sbatch = next((sweep_dir / launch.SUBMITIT_DIR).rglob("*_submission.sh")).read_text()
     assert "#SBATCH --array=0-3%2" in sbatch  # the cap on runs at once
     assert list(frame["state"]) == ["done"] * 4, frame[["run", "state", "error"]].to_string()
-    for cfg in SWEEP:
+    for cfg in sweep_configs:
         final = json.loads((launch.run_dir_for(cfg, sweep_dir) / "final.json").read_text())
-        assert 0.0 <= final["top1"] <= 1.0
+        assert 0.0 <= final["top1"] <= 100.0  # percent
         row = frame.set_index("run").loc[launch.run_dir_for(cfg, sweep_dir).name]
         assert row["metric.top1"] == final["top1"] and row["model.arch"] == cfg.model.arch
 
 
-def test_second_submission_of_a_finished_sweep_submits_nothing(finished_sweep):
+def test_second_submission_of_a_finished_sweep_submits_nothing(finished_sweep, sweep_configs):
     sweep_dir, _, _ = finished_sweep
-    again = launch.submit(SWEEP, backend="slurm", sweep_dir=sweep_dir, cluster="local", job_fn=JOB_FN)
+    again = launch.submit(sweep_configs, backend="slurm", sweep_dir=sweep_dir, cluster="local", job_fn=JOB_FN)
     assert again.submitted == [] and again.jobs == [] and len(again.done) == 4
 
 
-def test_preempted_run_resumes_from_its_checkpoint_and_matches_the_undisturbed_run(finished_sweep, tmp_path):
+def test_preempted_run_resumes_from_its_checkpoint_and_matches_the_undisturbed_run(finished_sweep, sweep_configs,
+                                                                                   tmp_path):
     sweep_dir, _, _ = finished_sweep
-    cfg = SWEEP[0]
+    cfg = sweep_configs[0]  # the same config in another sweep directory: the same computation
     report = launch.submit([cfg], backend="slurm", sweep_dir=tmp_path, cluster="local", job_fn=JOB_FN)
     job_id = report.jobs[0]
     run_dir = launch.run_dir_for(cfg, tmp_path)
@@ -148,7 +175,7 @@ def test_preempted_run_resumes_from_its_checkpoint_and_matches_the_undisturbed_r
             os.kill(int(state["pid"]), signal.SIGKILL)
             events.append(f"requeue + SIGKILL after {ckpts[-1]}")
 
-    frame = launch.wait(tmp_path, timeout_s=300, poll_s=0.5, on_poll=preempt)
+    frame = launch.wait(tmp_path, timeout_s=600, poll_s=0.5, on_poll=preempt)
     row = frame.iloc[0]
     assert row["state"] == "done", row["error"]
     assert len(events) == 2, events
@@ -162,8 +189,9 @@ def test_preempted_run_resumes_from_its_checkpoint_and_matches_the_undisturbed_r
     assert _comparable(final) == _comparable(undisturbed)
 
 
-def test_a_failing_run_reports_its_error_in_status(tmp_path, capsys):
-    cfg = _cfg("slowfast_tiny", 0, **{"data.dataset": "kinetics", "data.root": str(tmp_path / "no_kinetics")})
+def test_a_failing_run_reports_its_error_in_status(tiny_split, tmp_path, capsys):
+    cfg = _cfg("slowfast_tiny", 0, tiny_split, **{"data.dataset": "kinetics", "data.root": str(tmp_path / "no_kinetics"),
+                                                 "data.split_dir": ""})
     launch.submit([cfg], backend="slurm", sweep_dir=tmp_path, cluster="local", job_fn=JOB_FN)
     frame = launch.wait(tmp_path, timeout_s=120, poll_s=0.5)
     row = frame.iloc[0]
