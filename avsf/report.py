@@ -148,7 +148,8 @@ def validate_parameters(namespace: dict[str, Any], *, notebook: str, declared: l
     max_parallel = ns.get("max_parallel", 2)
     if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
         raise UserError(f"parameter max_parallel={max_parallel!r} must be a positive integer")
-    out = Path(str(ns.get("output_dir") or f"results/{notebook}")).expanduser()
+    default_out = f"results/{notebook}" if scale == "smoke" else f"results/{notebook}/{scale}"
+    out = Path(str(ns.get("output_dir") or default_out)).expanduser()
     sweep = Path(str(ns.get("sweep_dir") or "sweeps")).expanduser()
     root = project_root()
     params = Params(notebook=notebook, backend=ns.get("backend", "local"), cluster=cluster, scale=scale,
@@ -802,7 +803,8 @@ def _per_class(exp: Experiment, runs: pd.DataFrame, out: Path):
         else:
             agree = [(gains[name] > 0) == (float(value) > 0) for name, value in named if name in gains.index]
             held = f"{sum(agree)}/{len(agree)} named classes move the claimed way"
-        extra[c.claim_id] = {"ours_delta": top if c.claim_id == "P3" else bottom,
+        gains_claimed = all(float(value) > 0 for _, value in named)
+        extra[c.claim_id] = {"ours_delta": top if gains_claimed else bottom,
                              "seeds": int(min(len(dirs(base_key)), len(dirs(new_key)))), "held": held}
     note = f"Largest gains: {top}. Largest losses: {bottom}."
     return extra, fig_path, note
@@ -920,3 +922,43 @@ def build_architecture(params: Params) -> Result:
     empty = pd.DataFrame()
     return Result(runs=empty, summary=empty, rows=compute, claims=empty, figures=[],
                   markdown=(out / "table.md").read_text(), out_dir=out)
+
+
+# --- results/README.md ----------------------------------------------------------------------------
+NOT_BUILT_NOTE = "no notebook yet: Tables 7 (AVA) and 8 (self-supervised) belong to the AVA/SSL issue"
+
+
+def results_overview(results_dir: str | Path) -> pd.DataFrame:
+    """One row per claim of claims.csv: the notebook that tests it, the paper's delta, and at
+    each scale rendered under ``results_dir`` (``<nb>/table.csv`` for smoke,
+    ``<nb>/<scale>/table.csv`` otherwise) our delta and whether the claim held."""
+    from avsf.experiments import EXPERIMENTS  # noqa: PLC0415
+
+    results_dir = Path(results_dir)
+    home = {link.claim_id: name for name, e in EXPERIMENTS.items() for link in e.claims}
+    tables: dict[tuple[str, str], pd.DataFrame] = {}
+    for name in EXPERIMENTS:
+        for scale in SCALES:
+            path = results_dir / name / ("table.csv" if scale == "smoke" else f"{scale}/table.csv")
+            if path.exists():
+                tables[(name, scale)] = pd.read_csv(path, dtype=str).fillna("").set_index("claim")
+    rows = []
+    for c in load_claims():
+        nb = home.get(c["id"])
+        rec = {"claim": c["id"], "artifact": c["artifact"], "setting": c["setting"], "metric": c["metric"],
+               "paper": c["claimed_delta"], "notebook": nb or "-"}
+        for scale in SCALES:
+            t = tables.get((nb, scale)) if nb else None
+            if t is not None and c["id"] in t.index:
+                rec[f"ours ({scale})"] = t.loc[c["id"], "ours_delta"]
+                rec[f"held ({scale})"] = t.loc[c["id"], "held"]
+            else:
+                rec[f"ours ({scale})"] = "-"
+                rec[f"held ({scale})"] = "not run" if nb else NOT_BUILT_NOTE
+        rows.append(rec)
+    frame = pd.DataFrame.from_records(rows)
+    # drop the scales nothing was run at
+    for scale in SCALES:
+        if not any(s == scale for _, s in tables):
+            frame = frame.drop(columns=[f"ours ({scale})", f"held ({scale})"])
+    return frame

@@ -46,7 +46,7 @@ def parameters_source(exp: Experiment) -> tuple[str, list[str]]:
     for ds in exp.datasets:
         lines.append(f'data_root_{ds}: "Optional[str]" = None  # {DATA_ROOT_NOTES[ds]}')
     lines += [
-        f'output_dir: str = "results/{exp.name}"  # where table.csv, table.md and the PNG plots go (relative to the project)',
+        f'output_dir: "Optional[str]" = None  # where table.csv, table.md and the PNGs go; None means results/{exp.name} (smoke) or results/{exp.name}/<scale>',
         'sweep_dir: str = "sweeps"  # run directories (relative to the project); finished runs found here are reused',
         'max_parallel: int = 2  # runs at once: processes (local) or concurrent array tasks (slurm)',
     ]
