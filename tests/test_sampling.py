@@ -95,3 +95,22 @@ def test_pack_pathways_keeps_every_alpha_th_frame():
     assert slow[0, :, 0, 0].tolist() == [0, 4, 8, 12]
     with pytest.raises(ValueError, match="alpha"):
         pack_pathways(video[:, :15], alpha=4)
+
+
+def test_resized_window_matches_resize_then_crop():
+    from torchvision.transforms.v2 import functional as TF
+
+    from avsf.data.transforms import _resized_window
+
+    yy, xx = np.mgrid[0:120, 0:160]
+    img = ((np.sin(xx / 9.0) + np.cos(yy / 7.0)) * 60 + 128).astype(np.uint8)
+    x = torch.from_numpy(np.stack([img] * 3)).unsqueeze(0)  # [1,3,120,160]
+    for scaled, top, left in [((150, 200), 20, 37), ((120, 160), 0, 0), ((96, 128), 10, 50)]:
+        resized = TF.resize(x, list(scaled), antialias=True)
+        ref = TF.crop(resized, top, left, 64, 64)
+        got = _resized_window(x, top=top, left=left, crop=64, scaled=scaled)
+        assert got.shape == ref.shape == (1, 3, 64, 64)
+        # the window is rounded to whole source pixels: a sub-pixel shift, far below a 3-pixel one
+        err = (got.float() - ref.float()).abs().mean()
+        shifted = (TF.crop(resized, top + 3, left + 3, 64, 64).float() - ref.float()).abs().mean()
+        assert err < 3.5 and err < 0.3 * shifted

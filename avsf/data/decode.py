@@ -214,7 +214,7 @@ _reformatter = None
 
 
 def to_rgb(frame: Any) -> np.ndarray:
-    """A decoded frame as uint8 [H,W,3] RGB.
+    """A decoded frame as uint8 [H,W,3] RGB (a read-only view).
 
     One swscale context is kept per process and reused while frame sizes stay the same, and
     swscale runs single-threaded (its default spawns a thread pool per conversion).
@@ -224,7 +224,12 @@ def to_rgb(frame: Any) -> np.ndarray:
         from av.video.reformatter import VideoReformatter
 
         _reformatter = VideoReformatter()
-    return _reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+    rgb = _reformatter.reformat(frame, format="rgb24", threads=1)
+    plane = rgb.planes[0]
+    # a view of the frame's buffer (the array keeps the plane, and so the frame, alive):
+    # the clip's np.stack is then the only copy
+    rows = np.frombuffer(plane, np.uint8).reshape(rgb.height, plane.line_size)
+    return rows[:, : rgb.width * 3].reshape(rgb.height, rgb.width, 3)
 
 
 def _time_tolerance(tb: float | None, fps: float) -> float:

@@ -23,6 +23,23 @@ def _scaled_size(height: int, width: int, short_side: int) -> tuple[int, int]:
     return max(short_side, int(round(height * short_side / width))), short_side
 
 
+def _resized_window(x: torch.Tensor, *, top: int, left: int, crop: int, scaled: tuple[int, int]) -> torch.Tensor:
+    """The crop x crop window at (top, left) of `x` resized to `scaled` (h, w), computed by
+    resizing only that window's source pixels (TF.resized_crop): the same picture as resize
+    then crop, up to rounding the window to whole source pixels, at a fraction of the cost
+    (the full-frame resize was the loader's largest cost after decoding).
+
+    x: uint8 [N,3,H,W]. Returns uint8 [N,3,crop,crop].
+    """
+    src_h, src_w = x.shape[-2], x.shape[-1]
+    sy, sx = src_h / scaled[0], src_w / scaled[1]
+    win_h = min(src_h, max(1, int(round(crop * sy))))
+    win_w = min(src_w, max(1, int(round(crop * sx))))
+    y0 = min(src_h - win_h, int(round(top * sy)))
+    x0 = min(src_w - win_w, int(round(left * sx)))
+    return TF.resized_crop(x, y0, x0, win_h, win_w, [crop, crop], antialias=True)
+
+
 def _normalise(x: torch.Tensor, *, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """uint8 [N,3,H,W] -> float32 [3,N,H,W], (x / 255 - mean) / std.
 
@@ -39,19 +56,20 @@ def _normalise(x: torch.Tensor, *, mean: tuple[float, ...], std: tuple[float, ..
 
 def train_transform(frames: np.ndarray, *, rng: np.random.Generator, jitter: tuple[int, int], crop: int,
                     flip: bool, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """Short side to a random size in [jitter[0], jitter[1]], a random crop x crop square,
-    a horizontal flip with probability 1/2 (if `flip`), normalise.
+    """Short side to a random size in [jitter[0], jitter[1]], a random crop x crop square
+    (both done at once, see _resized_window), a horizontal flip with probability 1/2 (if
+    `flip`), normalise.
 
     frames: uint8 [N,H,W,3]. Returns float32 [3,N,crop,crop].
     """
     x = to_tensor_frames(frames)
+    src_h, src_w = x.shape[-2], x.shape[-1]
     short = int(rng.integers(jitter[0], jitter[1] + 1))
     short = max(short, crop)
-    h, w = _scaled_size(x.shape[-2], x.shape[-1], short)
-    x = TF.resize(x, [h, w], antialias=True)
+    h, w = _scaled_size(src_h, src_w, short)
     top = int(rng.integers(0, h - crop + 1))
     left = int(rng.integers(0, w - crop + 1))
-    x = TF.crop(x, top, left, crop, crop)
+    x = _resized_window(x, top=top, left=left, crop=crop, scaled=(h, w))
     if flip and rng.random() < 0.5:
         x = TF.horizontal_flip(x)
     return _normalise(x, mean=mean, std=std)
@@ -68,9 +86,8 @@ def eval_transform(frames: np.ndarray, *, short_side: int, crop: int, spatial_in
 
     x = to_tensor_frames(frames)
     h, w = _scaled_size(x.shape[-2], x.shape[-1], max(short_side, crop))
-    x = TF.resize(x, [h, w], antialias=True)
     top, left = spatial_offsets(height=h, width=w, crop=crop, num_views=num_spatial)[spatial_index]
-    x = TF.crop(x, top, left, crop, crop)
+    x = _resized_window(x, top=top, left=left, crop=crop, scaled=(h, w))
     return _normalise(x, mean=mean, std=std)
 
 
