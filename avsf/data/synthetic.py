@@ -48,7 +48,7 @@ from avsf.data import synth_sounds as sounds
 from avsf.data import synth_visuals as visuals
 from avsf.errors import UserError
 
-GENERATOR_VERSION = 2  # bump whenever the generated content changes: cached copies regenerate
+GENERATOR_VERSION = 3  # bump whenever the generated content changes: cached copies regenerate
 SPLITS = ("train", "val", "test")
 
 
@@ -111,7 +111,7 @@ class ScaleSpec:
 
 SCALES = {
     "smoke": ScaleSpec("smoke", 64, 64, 30.0, 2.0, 3.0, 16000, 1, {"train": 20, "val": 4, "test": 8}),
-    "small": ScaleSpec("small", 128, 160, 30.0, 4.0, 6.0, 22050, 2, {"train": 160, "val": 20, "test": 40},
+    "small": ScaleSpec("small", 128, 160, 30.0, 4.0, 6.0, 22050, 2, {"train": 120, "val": 15, "test": 25},
                        distractor_fraction=0.3),
 }
 
@@ -229,34 +229,44 @@ def _run_jobs(out_dir: Path, *, spec: ScaleSpec, seed: int, jobs: list[tuple[str
 
     Plain subprocesses rather than multiprocessing: spawn and forkserver re-import the
     caller's ``__main__`` (a script without a main guard would generate again, and deadlock on
-    the lock), and fork is unsafe once torch has started its threads.
+    the lock), and fork is unsafe once torch has started its threads. Requests, results and
+    logs go through files in ``out_dir/.work`` (no pipe can fill up and block a worker).
     """
     shares = [jobs[k::workers] for k in range(workers)]
+    work = out_dir / ".work"
+    work.mkdir()
     procs = []
-    for share in shares[1:]:
-        request = json.dumps({"out": str(out_dir), "spec": asdict(spec), "seed": seed, "jobs": share})
-        proc = subprocess.Popen([sys.executable, "-m", "avsf.data.synthetic"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        proc.stdin.write(request)
-        proc.stdin.close()
-        procs.append(proc)
+    for k, share in enumerate(shares[1:], start=1):
+        (work / f"request-{k}.json").write_text(json.dumps({"out": str(out_dir), "spec": asdict(spec), "seed": seed,
+                                                            "jobs": share}))
+        with open(work / f"log-{k}.txt", "w") as log:
+            procs.append(subprocess.Popen([sys.executable, "-m", "avsf.data.synthetic", str(work / f"request-{k}.json"),
+                                           str(work / f"result-{k}.json")], stdin=subprocess.DEVNULL, stdout=log,
+                                          stderr=subprocess.STDOUT))
     try:
         clips = _write_many(out_dir, spec=spec, seed=seed, jobs=shares[0])
+    except BaseException:
+        for proc in procs:
+            proc.kill()
+        raise
     finally:
-        results = [(p, p.stdout.read(), p.stderr.read(), p.wait()) for p in procs]
-    for proc, out, err, code in results:
+        codes = [proc.wait() for proc in procs]
+    for k, code in enumerate(codes, start=1):
         if code != 0:
-            raise RuntimeError(f"a synthetic-data worker failed (exit {code}): {err.strip()[-2000:]}")
-        clips += json.loads(out)
+            log = (work / f"log-{k}.txt").read_text().strip()[-2000:]
+            raise RuntimeError(f"a synthetic-data worker failed (exit {code}): {log}")
+        clips += json.loads((work / f"result-{k}.json").read_text())
+    shutil.rmtree(work)
     return clips
 
 
-def _worker_main() -> None:
-    """Entry of a worker process: a JSON request on stdin, the clips' metadata on stdout."""
-    request = json.loads(sys.stdin.read())
+def _worker_main(request_path: str, result_path: str) -> None:
+    """Entry of a worker process: render the clips a request file lists, write their metadata."""
+    request = json.loads(Path(request_path).read_text())
     spec = ScaleSpec(**request["spec"])
     jobs = [tuple(j) for j in request["jobs"]]
-    print(json.dumps(_write_many(request["out"], spec=spec, seed=request["seed"], jobs=jobs)))
+    clips = _write_many(request["out"], spec=spec, seed=request["seed"], jobs=jobs)
+    Path(result_path).write_text(json.dumps(clips))
 
 
 # --- the whole dataset --------------------------------------------------------------------------
@@ -376,4 +386,4 @@ def ensure_synthetic(root: str | os.PathLike, scale: str, seed: int, *, workers:
 
 
 if __name__ == "__main__":
-    _worker_main()
+    _worker_main(*sys.argv[1:3])
