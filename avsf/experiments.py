@@ -333,17 +333,21 @@ def _data_overrides(row: Row, scale: str, data_roots: dict[str, str | None]) -> 
 
 
 def row_config(exp: Experiment | str, row_key: str, *, scale: str, seed: int,
-               data_roots: dict[str, str | None] | None = None) -> RunConfig:
-    """The RunConfig of one row at one scale and seed (an ensemble row has none: see members)."""
+               data_roots: dict[str, str | None] | None = None,
+               overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """The RunConfig of one row at one scale and seed (an ensemble row has none: see members).
+
+    ``overrides`` (``section.key=value``) apply to every row after the row's own, e.g.
+    ``solver.epochs=2`` for a quick look or ``data.num_workers=8`` on a bigger machine."""
     exp = get_experiment(exp) if isinstance(exp, str) else exp
     check_scale(scale)
     row = exp.row(row_key)
     if row.is_ensemble:
         raise UserError(f"row {row_key!r} is an ensemble of {row.members}: it has no run of its own")
     cfg = get_preset(_preset_for(row, scale))
-    overrides = list(_SMALL_OVERRIDES) if scale == "small" else []
-    overrides += _data_overrides(row, scale, dict(data_roots or {}))
-    overrides += list(row.overrides) + [f"seed={int(seed)}"]
+    extra = list(overrides)
+    overrides = (list(_SMALL_OVERRIDES) if scale == "small" else []) + _data_overrides(row, scale, dict(data_roots or {}))
+    overrides += list(row.overrides) + extra + [f"seed={int(seed)}"]
     try:
         return cfg.with_overrides(overrides)
     except ConfigError as e:
@@ -368,21 +372,23 @@ class GridEntry:
 
 
 def get_grid_entries(name: str, *, scale: str, seeds: list[int] | tuple[int, ...],
-                     data_roots: dict[str, str | None] | None = None) -> list[GridEntry]:
+                     data_roots: dict[str, str | None] | None = None,
+                     overrides: list[str] | tuple[str, ...] = ()) -> list[GridEntry]:
     """Every (row, seed) run of an experiment at a scale; ensemble rows add no runs."""
     exp = get_experiment(name)
     check_scale(scale)
     seeds = check_seeds(seeds)
     return [GridEntry(exp.name, row.key, seed, row_config(exp, row.key, scale=scale, seed=seed,
-                                                          data_roots=data_roots))
+                                                          data_roots=data_roots, overrides=overrides))
             for row in exp.rows_at(scale) if not row.is_ensemble for seed in seeds]
 
 
 def get_grid(name: str, *, scale: str, seeds: list[int] | tuple[int, ...],
-             data_roots: dict[str, str | None] | None = None) -> list[RunConfig]:
+             data_roots: dict[str, str | None] | None = None,
+             overrides: list[str] | tuple[str, ...] = ()) -> list[RunConfig]:
     """The run configs of an experiment's grid (rows x seeds), duplicates removed."""
     seen: dict[str, RunConfig] = {}
-    for entry in get_grid_entries(name, scale=scale, seeds=seeds, data_roots=data_roots):
+    for entry in get_grid_entries(name, scale=scale, seeds=seeds, data_roots=data_roots, overrides=overrides):
         seen.setdefault(entry.config.config_hash(), entry.config)
     return list(seen.values())
 

@@ -49,6 +49,7 @@ def parameters_source(exp: Experiment) -> tuple[str, list[str]]:
         f'output_dir: "Optional[str]" = None  # where table.csv, table.md and the PNGs go; None means results/{exp.name} (smoke) or results/{exp.name}/<scale>',
         'sweep_dir: str = "sweeps"  # run directories (relative to the project); finished runs found here are reused',
         'max_parallel: int = 2  # runs at once: processes (local) or concurrent array tasks (slurm)',
+        'overrides: list = []  # extra settings for every run in `avsf train --set` syntax (section.key, the equals sign, the value), e.g. solver.epochs 2 for a quick look; [] means the scale recipe',
     ]
     declared = [ln.split("=", 1)[0].split(":", 1)[0].strip() for ln in lines[1:]]
     return "\n".join(lines) + "\n", declared

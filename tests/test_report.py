@@ -11,12 +11,14 @@ from avsf import experiments as E
 from avsf import report as R
 from avsf.errors import UserError
 
-DECLARED = ["backend", "cluster", "scale", "seeds", "data_root_kinetics", "output_dir", "sweep_dir", "max_parallel"]
+DECLARED = ["backend", "cluster", "scale", "seeds", "data_root_kinetics", "output_dir", "sweep_dir", "max_parallel",
+            "overrides"]
 
 
 def _namespace(tmp_path, **changes):
     ns = {"backend": "local", "cluster": None, "scale": "smoke", "seeds": [0, 1], "data_root_kinetics": None,
-          "output_dir": str(tmp_path / "out"), "sweep_dir": str(tmp_path / "sweeps"), "max_parallel": 2}
+          "output_dir": str(tmp_path / "out"), "sweep_dir": str(tmp_path / "sweeps"), "max_parallel": 2,
+          "overrides": []}
     ns.update(changes)
     return ns
 
@@ -44,6 +46,8 @@ def test_unknown_parameter_is_refused_naming_the_declared_ones(tmp_path):
     ({"max_parallel": 0}, "positive integer"),
     ({"data_root_kinetics": "/no/such/kinetics"}, "no such folder /no/such/kinetics"),
     ({"scale": "paper"}, r"data_roots\['kinetics'\]"),
+    ({"overrides": ["solver.epochs"]}, "list of 'section.key=value' strings"),
+    ({"overrides": ["solver.epoch=2"]}, "unknown config key 'solver.epoch'"),
 ])
 def test_bad_values_are_named(tmp_path, change, message):
     with pytest.raises(UserError, match=message):
@@ -55,6 +59,11 @@ def test_valid_parameters_resolve_paths(tmp_path):
                               declared=DECLARED, history=["# Parameters\nseeds = '0,1'\n"])
     assert p.seeds == [0, 1] and p.backend == "local" and p.sweep_dir == tmp_path / "sweeps"
     assert p.output_dir == E.project_root() / "results" / "x"
+    quick = R.validate_parameters(_namespace(tmp_path, overrides=["solver.epochs=2"], output_dir=None,
+                                             scale="small"), notebook="ablate_droppath", declared=DECLARED)
+    assert quick.output_dir == E.project_root() / "results" / "ablate_droppath" / "small"
+    entries = E.get_grid_entries("ablate_droppath", scale="smoke", seeds=[0], overrides=quick.overrides)
+    assert {e.config.solver.epochs for e in entries} == {2}
     with pytest.raises(UserError, match="did not set max_parallel"):
         ns = _namespace(tmp_path)
         del ns["max_parallel"]
