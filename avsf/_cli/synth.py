@@ -29,14 +29,15 @@ def run(args) -> int:
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers {args.workers} must be at least 1")
     out = Path(args.out)
-    if out.exists() and not args.force:
+    empty = out.is_dir() and not any(out.iterdir())
+    if out.exists() and not args.force and not empty:
         if is_complete(out, scale=args.scale, seed=args.seed):
             print(f"{out}: already holds the {args.scale} dataset for seed {args.seed}; nothing to do")
         else:
             raise UserError(f"{out} already exists and is not the {args.scale} dataset for seed {args.seed}; "
                             f"pick a new folder or pass --force to replace it")
     else:
-        generate_dataset(out, spec=spec, seed=args.seed, workers=args.workers, overwrite=args.force)
+        generate_dataset(out, spec=spec, seed=args.seed, workers=args.workers, overwrite=args.force or empty)
         m = read_manifest(out)
         counts = ", ".join(f"{k} {v}" for k, v in m["counts"].items())
         print(f"{out}: {len(m['classes'])} classes; clips {counts}; {m['clips_with_audio']} with audio; "
