@@ -46,7 +46,7 @@ from avsf.data.decode import DecodeError
 log = logging.getLogger("avsf.data")
 _SLOT = 4  # per worker: item + 1, pid, start time (ms, monotonic), video + 1 (0 = idle)
 _DEATH_CHECK_S = 0.5  # how often a waiting loader checks for dead workers
-MAX_RESTARTS = 100  # worker deaths tolerated per pass before giving up (something else is wrong)
+MAX_RESTARTS = 20  # worker deaths tolerated per pass before giving up (something else is wrong)
 
 
 def batch_plan(*, num_items: int, batch_size: int, shuffle: bool, seed: int, epoch: int, rank: int,
@@ -239,8 +239,12 @@ class SampleLoader:
             path = self.dataset.records[video].path if hasattr(self.dataset, "records") else f"item {item}"
             reason = killed.get(w) or f"the decoder killed its loader worker ({_exit_reason(it, w)})"
             culprits.append((video, path, reason))
-        if not culprits and not dead:
+        if not dead:
             raise error
+        if not culprits:  # died between samples (e.g. killed for memory): nothing to block, rerun
+            why = ", ".join(_exit_reason(it, w) for w in dead)
+            log.warning("a loader worker died between samples (%s); restarting the workers", why)
+            self.crashes.append(f"(no file): a loader worker died between samples ({why})")
         already = set(getattr(self.dataset, "blocked", ()))
         for video, path, reason in dict((c[0], c) for c in culprits).values():  # two workers, one file
             if video in already:
