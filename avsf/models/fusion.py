@@ -3,7 +3,7 @@
 - :class:`FastToSlow`: a time-strided conv on Fast, concatenated to Slow (SlowFast).
 - :class:`AudioLateral`: audio -> visual, the paper's A->FS (added to Slow after the F->S
   concat) and A->F->S (added to Fast, which then reaches Slow through F->S).
-- :class:`AudioVisualNonLocal`: Slow positions attend over audio time steps (Table 5a "AV-NL").
+- :class:`AudioVisualNonLocal`: audio time steps attend over Slow positions (Table 5a "AV-NL").
 
 Every audio->visual module returns a *contribution* that the network adds after multiplying
 it by the DropPathway gate (0 or 1), so dropped laterals keep their parameters in the graph.
@@ -55,31 +55,37 @@ class AudioLateral(nn.Module):
 
 
 class AudioVisualNonLocal(nn.Module):
-    """Every visual position queries the audio time steps (frequency averaged).
+    """Audio as a probing signal over the video (paper section 3.1 (iii), Fig. 2 right).
 
-    visual [N, C_v, T, H, W], audio [N, C_a, T_a, F_a] -> contribution [N, C_v, T, H, W]
-    (BN initialised at zero: the block starts as no change to the visual pathway).
+    Each audio time step (frequency averaged) queries every visual position (T, H, W); the
+    affinity gathers the visual features of the positions that step deems important, and sends
+    the gathered features back to those positions with the same affinity. Output projection and
+    BN (initialised at zero: the block starts as no change to the visual pathway).
+
+    visual [N, C_v, T, H, W], audio [N, C_a, T_a, F_a] -> contribution [N, C_v, T, H, W].
     """
 
     def __init__(self, *, dim_audio: int, dim_inner: int, dim_visual: int, zero_init_final_bn: bool = True) -> None:
         super().__init__()
         self.inner = dim_inner
-        self.theta = nn.Conv3d(dim_visual, dim_inner, 1)
-        self.phi = nn.Conv1d(dim_audio, dim_inner, 1)
-        self.g = nn.Conv1d(dim_audio, dim_inner, 1)
+        self.query = nn.Conv1d(dim_audio, dim_inner, 1)
+        self.key = nn.Conv3d(dim_visual, dim_inner, 1)
+        self.value = nn.Conv3d(dim_visual, dim_inner, 1)
         self.out = nn.Conv3d(dim_inner, dim_visual, 1)
         self.bn = bn3d(dim_visual, zero_init=zero_init_final_bn)
 
     def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         n, _, t, h, w = visual.shape
-        a = audio.mean(dim=3)  # [N, C_a, T_a]
-        q = self.theta(visual).flatten(2)  # [N, d, THW]
-        k, v = self.phi(a), self.g(a)  # [N, d, T_a]
-        attn = torch.softmax(torch.einsum("ndq,ndp->nqp", q, k) / math.sqrt(self.inner), dim=-1)
-        y = torch.einsum("nqp,ndp->ndq", attn, v).reshape(n, self.inner, t, h, w)
+        q = self.query(audio.mean(dim=3))  # [N, d, T_a]
+        k = self.key(visual).flatten(2)  # [N, d, P], P = T*H*W
+        v = self.value(visual).flatten(2)  # [N, d, P]
+        attn = torch.softmax(torch.einsum("nda,ndp->nap", q, k) / math.sqrt(self.inner), dim=-1)  # [N, T_a, P]
+        gathered = torch.einsum("nap,ndp->nda", attn, v)  # [N, d, T_a]: what each audio step looks at
+        y = torch.einsum("nap,nda->ndp", attn, gathered).reshape(n, self.inner, t, h, w)
         return self.bn(self.out(y))
 
     def matmul_flops(self, inputs: tuple, output: torch.Tensor) -> int:
+        """Multiply-adds of the three attention products."""
         audio, visual = inputs
         n, _, t, h, w = visual.shape
-        return 2 * n * self.inner * t * h * w * audio.shape[2]
+        return 3 * n * self.inner * t * h * w * audio.shape[2]
