@@ -112,7 +112,8 @@ start_munge() {
   dd if=/dev/urandom of="$mdir/munge.key" bs=1024 count=1 status=none
   chown munge: "$mdir/munge.key"
   chmod 0400 "$mdir/munge.key"
-  setsid runuser -u munge -- munged --foreground --force \
+  # setpriv execs munged in place (no wrapper process), so $! is munged's own PID
+  setsid setpriv --reuid=munge --regid=munge --init-groups -- munged --foreground --force \
       --key-file="$mdir/munge.key" --socket="$mdir/munge.socket.2" \
       --pid-file="$mdir/munged.pid" --log-file="$mdir/munged.log" --seed-file="$mdir/munged.seed" \
       </dev/null >>"$DIR/log/munged.out" 2>&1 &
@@ -178,13 +179,27 @@ stop() {
     return 0
   fi
   local name pid left
-  # Slurm daemons first, munged last (they talk to it while shutting down).
+  # Jobs first: their slurmstepd processes outlive slurmd and would hang on without it.
+  if running && cluster_answers; then
+    SLURM_CONF="$CONF" scancel --partition="$PARTITION" 2>/dev/null || true
+    for _ in $(seq 150); do
+      [ -z "$(SLURM_CONF="$CONF" squeue -h -o %i 2>/dev/null)" ] && break
+      sleep 0.1
+    done
+  fi
+  # Slurm daemons next, munged last (they talk to it while shutting down).
   for name in slurmd slurmctld munged; do
     pid="$(awk -v n="$name" '$1 == n {print $2}' "$PIDS")"
     if pid_alive "$pid" "$name"; then
       kill -TERM "$pid" 2>/dev/null || true
       for _ in $(seq 100); do pid_alive "$pid" "$name" || break; sleep 0.1; done
       if pid_alive "$pid" "$name"; then kill -KILL "$pid" 2>/dev/null || true; fi
+    fi
+  done
+  # Job steps that did not end with their job: ours are those started with our SLURM_CONF.
+  for pid in $(pgrep -x slurmstepd || true); do
+    if tr '\0' '\n' 2>/dev/null <"/proc/$pid/environ" | grep -qx "SLURM_CONF=$CONF"; then
+      kill -KILL "$pid" 2>/dev/null || true
     fi
   done
   left=""

@@ -280,3 +280,22 @@ def test_sweep_cli_rejects_bad_arguments(tmp_path, capsys):
     assert main(["sweep", "no_such_experiment", "--backend", "debug", "--cluster", "nosuch",
                  "--out", str(tmp_path)]) == 2
     assert "cluster profile 'nosuch' not found" in capsys.readouterr().err
+
+
+def test_sweep_cli_submits_an_experiment_once(tmp_path, capsys):
+    from avsf.experiments import get_grid
+
+    args = ["sweep", "ablate_droppath", "--backend", "debug", "--scale", "smoke", "--out", str(tmp_path),
+            "--job-fn", FAKE_JOB, "--set", "solver.epochs=2", "--set", "solver.base_lr=0"]
+    grid = [c.with_overrides(["solver.epochs=2", "solver.base_lr=0"])
+            for c in get_grid("ablate_droppath", scale="smoke", seeds=[0])]
+    assert main(args + ["--dry-run"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert listed == [str(launch.run_dir_for(c, tmp_path)) for c in grid] and not list(tmp_path.iterdir())
+    assert main(args) == 0
+    assert f"submitted {len(grid)}," in capsys.readouterr().err
+    frame = launch.status(tmp_path)
+    assert sorted(frame["run"]) == sorted(launch.run_dir_for(c, tmp_path).name for c in grid)
+    assert set(frame["state"]) == {"done"}
+    assert main(args) == 0
+    assert f"submitted 0, already done {len(grid)}" in capsys.readouterr().err

@@ -59,15 +59,15 @@ def slurm_cluster():
 
 @pytest.fixture(scope="module")
 def tiny_split(tmp_path_factory) -> Path:
-    """Split files for 4 classes of the built-in dataset: 16 training, 8 val and 8 test videos,
-    so that a run trains 6 steps and tests in a few seconds of CPU."""
+    """Split files for 4 classes of the built-in dataset: 8 training, 4 val and 4 test videos,
+    so that a run trains 6 steps of 4 clips and tests in seconds of CPU."""
     from avsf.data.synthetic import ensure_synthetic
 
     src = Path(ensure_synthetic(SYNTH_ROOT, "smoke", 0))
     out = tmp_path_factory.mktemp("tiny_split")
     names = json.loads((src / "classnames.json").read_text())
     (out / "classnames.json").write_text(json.dumps({k: v for k, v in names.items() if v < 4}))
-    for split, per_class in (("train", 4), ("val", 2), ("test", 2)):
+    for split, per_class in (("train", 2), ("val", 1), ("test", 1)):
         taken: dict[int, int] = {}
         lines = []
         for line in (src / f"{split}.csv").read_text().splitlines():
@@ -80,7 +80,7 @@ def tiny_split(tmp_path_factory) -> Path:
 
 
 def _cfg(preset: str, seed: int, split_dir: Path, **extra) -> RunConfig:
-    overrides = {"seed": seed, "solver.epochs": 3, "solver.batch_size": 8, "solver.reference_batch": 8,
+    overrides = {"seed": seed, "solver.epochs": 3, "solver.batch_size": 4, "solver.reference_batch": 4,
                  "solver.warmup_epochs": 1, "checkpoint_every": 1, "eval_every": 100, "log_every": 1,
                  "data.synthetic_root": SYNTH_ROOT, "data.split_dir": str(split_dir),
                  "data.num_temporal_views": 1, "data.num_workers": 0, "device": "cpu", **extra}
