@@ -41,7 +41,7 @@ def _paths(report, key):
 def test_scan_reports_every_problem(messy, monkeypatch):
     monkeypatch.setenv(FAULT_ENV, "abort=crash.mp4;hang=hang.mp4")
     report = scan_dataset(dataset="kinetics", root=str(messy), split_file=str(messy / "train.csv"),
-                          workers=2, timeout_s=2.0)
+                          workers=2, timeout_s=3.0)
     assert report.listed == 11 and report.ok == 1
     assert _paths(report, "missing") == ["missing.mp4"]
     assert _paths(report, "zero_length") == ["empty.mp4"]

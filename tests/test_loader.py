@@ -94,7 +94,7 @@ def test_a_file_that_kills_its_worker_costs_one_sample(root, monkeypatch):
 
 
 def test_a_hanging_decode_is_killed_and_skipped(root, monkeypatch):
-    ds = build_dataset(tiny_cfg(root, overrides=["data.decode_timeout_s=1.0"]), "train")
+    ds = build_dataset(tiny_cfg(root, overrides=["data.decode_timeout_s=2.0"]), "train")
     victim = ds.records[2].path
     monkeypatch.setenv(FAULT_ENV, f"hang={victim.rsplit('/', 2)[-2]}/{victim.rsplit('/', 1)[-1]}")
     loader = build_loader(ds, batch_size=4, num_workers=2, shuffle=False, seed=0, epoch=0, drop_last=False)
