@@ -346,7 +346,7 @@ class AVSlowFast(nn.Module):
         weight = pair_weights(audio=batch["audio"], audio_neg=batch["audio_neg"], silence_var=c.avs_silence_var)
         losses, total = {}, 0.0
         for st, (visual, audio, live) in feats.items():
-            v, a = self.avs[st](visual, audio)
+            v, a = (t.float() for t in self.avs[st](visual, audio))  # distances in fp32 under bf16 autocast
             loss = margin_contrastive_loss(visual=v, audio_pos=a[:n], audio_neg=a[n:], weight=weight, margin=c.avs_margin)
             loss = loss * (1.0 if live else 0.0)
             losses[f"avs_loss/{st}"] = loss
