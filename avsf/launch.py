@@ -356,8 +356,9 @@ class RunJob:
                     _write_json(run_dir / "state.json", {**started, "state": "preempted", "stopped_at": _now()})
                     _log(run_dir, f"attempt {attempt} preempted; requeued")
                     raise
-                error = traceback.format_exc()
-                log_tail = _tail(run_dir / "log.txt")
+                # the tail of the run's log, then where it broke (the traceback's last lines)
+                error = "\n".join(traceback.format_exc().splitlines()[-ERROR_TAIL_LINES // 2:])
+                log_tail = _tail(run_dir / "log.txt", ERROR_TAIL_LINES // 2)
                 _write_json(run_dir / "state.json", {**started, "state": "failed", "ended_at": _now(),
                                                      "error": (log_tail + "\n" + error).strip()})
                 _log(run_dir, f"attempt {attempt} failed: {type(e).__name__}: {e}")
@@ -416,7 +417,10 @@ def _pid_alive(pid: Any, host: str | None) -> bool | None:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # an exited child nobody has reaped yet (a zombie) is not alive
+        return Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _claim_held(run_dir: Path) -> bool:
@@ -489,8 +493,10 @@ def run_state(run_dir: str | os.PathLike, *, queue: dict[str, str] | None | bool
         ended_note = "process ended"
     if (run_dir / "final.json").exists():  # finished between our first look and the queue's
         return {**out, "state": "done"}
-    error = state.get("error") or _tail(launch.get("stderr")) or "the job ended without writing final.json"
-    return {**out, "state": "failed", "error": error, "note": ended_note}
+    error = state.get("error") or "\n".join(
+        [f"the job ended without writing final.json ({ended_note}); the last lines of its logs:",
+         _tail(launch.get("stderr"), ERROR_TAIL_LINES // 2), _tail(run_dir / "log.txt", ERROR_TAIL_LINES // 2)])
+    return {**out, "state": "failed", "error": error.strip(), "note": ended_note}
 
 
 # --- submission -------------------------------------------------------------------------

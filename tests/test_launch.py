@@ -299,3 +299,20 @@ def test_sweep_cli_submits_an_experiment_once(tmp_path, capsys):
     assert set(frame["state"]) == {"done"}
     assert main(args) == 0
     assert f"submitted 0, already done {len(grid)}" in capsys.readouterr().err
+
+
+def test_a_job_killed_without_warning_is_failed_with_its_log_tail(tmp_path):
+    cfg = _cfg(0, steps=40, step_s=0.25)
+    launch.submit([cfg], backend="local", sweep_dir=tmp_path, job_fn=FAKE_JOB)
+    run_dir = launch.run_dir_for(cfg, tmp_path)
+    deadline = time.time() + 60
+    while not list((run_dir / "checkpoints").glob("step-*.json")):
+        assert time.time() < deadline, "the job never started training"
+        time.sleep(0.1)
+    state = launch._read_json(run_dir / "state.json")
+    os.kill(state["pid"], signal.SIGKILL)  # e.g. the OOM killer: no signal handler runs
+    frame = launch.wait(tmp_path, timeout_s=60, poll_s=0.2)
+    row = frame.iloc[0]
+    assert row["state"] == "failed" and row["note"] == "process ended"
+    assert "ended without writing final.json" in row["error"] and "fresh start" in row["error"]
+    assert launch.submit([cfg], backend="local", sweep_dir=tmp_path, job_fn=FAKE_JOB).submitted == []
