@@ -87,6 +87,7 @@ class ClusterProfile:
     qos: str = ""
     constraint: str = ""
     gpus_per_node: int = 0
+    cpu_tasks_per_node: int = 0  # without GPUs: DDP processes per node (0 = one process)
     nodes: int = 1
     cpus_per_task: int = 1
     mem_gb: float = 0.0  # 0 = do not ask (the scheduler's default)
@@ -100,7 +101,8 @@ class ClusterProfile:
 
     @property
     def tasks_per_node(self) -> int:
-        return max(1, self.gpus_per_node)
+        """One task (DDP process) per GPU; without GPUs, ``cpu_tasks_per_node`` (gloo) or one."""
+        return self.gpus_per_node if self.gpus_per_node > 0 else max(1, self.cpu_tasks_per_node)
 
     @property
     def job_python(self) -> str:
@@ -130,10 +132,11 @@ def load_cluster(name_or_path: str | os.PathLike | None) -> ClusterProfile:
     data.setdefault("name", path.stem)
     profile = ClusterProfile(**{k: ("" if v is None and isinstance(getattr(ClusterProfile, k, None), str) else v)
                                 for k, v in data.items()})
-    for key in ("gpus_per_node", "nodes", "cpus_per_task", "timeout_min", "signal_delay_s", "array_parallelism"):
+    for key in ("gpus_per_node", "cpu_tasks_per_node", "nodes", "cpus_per_task", "timeout_min", "signal_delay_s", "array_parallelism"):
         value = getattr(profile, key)
-        if not isinstance(value, int) or value < (0 if key == "gpus_per_node" else 1):
-            raise UserError(f"{path}: {key}={value!r} must be a {'non-negative' if key == 'gpus_per_node' else 'positive'} integer")
+        lowest = 0 if key in ("gpus_per_node", "cpu_tasks_per_node") else 1
+        if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
+            raise UserError(f"{path}: {key}={value!r} must be a {'non-negative' if lowest == 0 else 'positive'} integer")
     if profile.signal_delay_s >= profile.timeout_min * 60:
         raise UserError(f"{path}: signal_delay_s={profile.signal_delay_s} must be shorter than "
                         f"timeout_min={profile.timeout_min} minutes")

@@ -202,3 +202,21 @@ def test_a_failing_run_reports_its_error_in_status(tiny_split, tmp_path, capsys)
     capsys.readouterr()
     assert main(["status", str(tmp_path)]) == 0
     assert "no_kinetics" in capsys.readouterr().out
+
+
+def test_a_two_process_run_trains_as_one_ddp_group_from_the_slurm_environment(tiny_split, tmp_path):
+    import dataclasses
+
+    profile = dataclasses.replace(launch.load_cluster("local"), cpu_tasks_per_node=2)  # gloo stands in for NCCL
+    cfg = _cfg("slowfast_tiny", 0, tiny_split, **{"solver.epochs": 2})
+    report = launch.submit([cfg], backend="slurm", sweep_dir=tmp_path, cluster=profile, job_fn=JOB_FN)
+    sbatch = next((tmp_path / launch.SUBMITIT_DIR).rglob("*_submission.sh")).read_text()
+    assert "#SBATCH --ntasks-per-node=2" in sbatch
+    frame = launch.wait(tmp_path, timeout_s=400, poll_s=1.0)
+    row = frame.iloc[0]
+    assert row["state"] == "done", row["error"]
+    run_dir = launch.run_dir_for(cfg, tmp_path)
+    assert launch._read_json(run_dir / "state.json")["world_size"] == 2
+    assert "2 process(es)" in (run_dir / "log.txt").read_text()  # the trainer saw a group of two
+    starts = [l for l in (run_dir / "launch.log").read_text().splitlines() if "started" in l]
+    assert len(starts) == 1 and report.jobs[0] in starts[0]  # rank 0 alone keeps the books
