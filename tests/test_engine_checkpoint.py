@@ -195,3 +195,14 @@ def test_precise_bn_recomputes_running_statistics(tmp_path, monkeypatch):
     assert model.bn.momentum == 0.1
     final = train(tiny_config(**{"solver.precise_bn": True, "solver.precise_bn_batches": 2}), tmp_path)
     assert C.load_latest(tmp_path / "checkpoints")[0]["precise_bn_done"] is True and "top1" in final
+
+
+def test_validation_passes_do_not_change_training(tmp_path, monkeypatch):
+    install(monkeypatch)
+    with_val = train(tiny_config(eval_every=1), tmp_path / "val")
+    without = train(tiny_config(eval_every=0), tmp_path / "noval")
+    assert any("val_top1" in line for line in _lines(tmp_path / "val"))
+    assert not any("val_top1" in line for line in _lines(tmp_path / "noval"))
+    for k, v in _weights(tmp_path / "val").items():
+        assert torch.equal(v, _weights(tmp_path / "noval")[k]), k
+    assert with_val["top1"] == without["top1"]
