@@ -171,6 +171,7 @@ def evaluate(run_dir: str | Path) -> dict[str, Any]:
     with ddp.process_group(use_cuda=device.type == "cuda") as info, \
             runtime.run_logging(run_dir / "log.txt" if info.is_main else None), \
             runtime.cpu_threads(device=device, num_workers=cfg.data.num_workers):
+        device = runtime.resolve_device(cfg.device)  # again: joining the group set this rank's GPU
         found = load_latest(run_dir / "checkpoints")
         if found is None:
             raise UserError(f"{run_dir}/checkpoints holds no valid checkpoint; train first with "

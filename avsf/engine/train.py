@@ -359,6 +359,9 @@ def train(cfg: RunConfig, run_dir: str | Path, *, fresh: bool = False,
     _STOP.clear()
     device = runtime.resolve_device(cfg.device)
     with ddp.process_group(use_cuda=device.type == "cuda") as info:
+        device = runtime.resolve_device(cfg.device)  # again: joining the group set this rank's GPU
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
         if fresh and info.is_main:
             _wipe_run_dir(run_dir)
         ddp.barrier()
