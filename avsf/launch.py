@@ -689,18 +689,11 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _metrics(final: dict[str, Any] | None) -> dict[str, Any]:
-    """Scalar metrics of final.json (top level, and one level down in dicts like "test")."""
+    """The scalar numbers at final.json's top level (top1, top5 or map, params, gflops, ...);
+    per-class tables stay in the file."""
     if not final:
         return {}
-    out: dict[str, Any] = {}
-    for k, v in final.items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[k] = v
-        elif isinstance(v, dict):
-            for k2, v2 in v.items():
-                if isinstance(v2, (int, float)) and not isinstance(v2, bool):
-                    out[f"{k}.{k2}" if k not in ("metrics",) else k2] = v2
-    return out
+    return {k: v for k, v in final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def run_dirs_of(sweep_dir: str | os.PathLike) -> list[Path]:

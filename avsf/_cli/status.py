@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 HELP = "show a sweep's runs: state, job id, the config fields it varies, metrics, errors"
+# final.json numbers worth a column in the text table (--json has them all)
+HEADLINE_METRICS = ("top1", "top5", "map", "verb_top1", "noun_top1", "action_top1", "params", "gflops")
 
 
 def add_arguments(p) -> None:
@@ -20,7 +22,7 @@ def print_table(frame) -> None:
     if not len(frame):
         print("no runs")
         return
-    metrics = [c for c in frame.columns if c.startswith("metric.")]
+    metrics = [f"metric.{m}" for m in HEADLINE_METRICS if f"metric.{m}" in frame.columns]
     cols = ["run", "state", "job_id", "attempts"] + varying_config_columns(frame) + metrics
     table = frame[cols].rename(columns={c: c.removeprefix("metric.") for c in metrics})
     print(table.to_string(index=False))
