@@ -50,10 +50,13 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from avsf.config import RunConfig
 from avsf.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 BACKENDS = ("debug", "local", "slurm")
 STATES = ("pending", "running", "done", "failed")
@@ -524,6 +527,7 @@ def _check_backend(backend: str) -> None:
 
 
 def _make_executor(*, backend: str, folder: Path, profile: ClusterProfile, max_parallel: int, job_name: str) -> Any:
+    """A submitit executor for `backend` with the profile's resources (one run per job)."""
     import submitit
 
     if backend == "local":
@@ -704,7 +708,7 @@ def run_dirs_of(sweep_dir: str | os.PathLike) -> list[Path]:
     return sorted(p.parent for p in sweep_dir.glob("*/launch.json"))
 
 
-def status(sweep_dir: str | os.PathLike) -> "Any":
+def status(sweep_dir: str | os.PathLike) -> "pd.DataFrame":
     """One row per run of the sweep: run, state, job_id, attempts, error, the config's fields
     (flattened: ``model.droppathway_rate``...) and final.json's scalar metrics.
 
@@ -730,7 +734,7 @@ def status(sweep_dir: str | os.PathLike) -> "Any":
     return pd.DataFrame(rows, columns=None if rows else columns)
 
 
-def varying_config_columns(frame: "Any") -> list[str]:
+def varying_config_columns(frame: "pd.DataFrame") -> list[str]:
     """Config columns whose value differs between the runs (what a sweep varies), plus name and seed."""
     cfg_cols = [c for c in frame.columns if c.startswith(("model.", "data.", "solver.")) or
                 c in ("device", "bf16", "checkpoint_every", "keep_checkpoints", "eval_every", "log_every")]
@@ -739,7 +743,7 @@ def varying_config_columns(frame: "Any") -> list[str]:
 
 
 def wait(sweep_dir: str | os.PathLike, *, timeout_s: float = 3600.0, poll_s: float = 2.0,
-         on_poll: Callable[["Any"], None] | None = None) -> "Any":
+         on_poll: Callable[["pd.DataFrame"], None] | None = None) -> "pd.DataFrame":
     """Poll :func:`status` until no run is pending or running; return the final table.
 
     ``on_poll(frame)`` is called after every poll (tests use it to play the cluster admin).
