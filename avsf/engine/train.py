@@ -121,7 +121,7 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 class Trainer:
-    """The state of one run in one process; :meth:`run` trains, tests and returns final.json."""
+    """The state of one run in one process: :meth:`fit` trains (resumed), :meth:`test` writes final.json."""
 
     def __init__(self, cfg: RunConfig, run_dir: Path, *, info: ddp.DistInfo, device: torch.device,
                  stop_event: threading.Event | None) -> None:
