@@ -161,6 +161,10 @@ def test_notebook_runs_at_smoke_scale(name, sweep_dir, tmp_path):
 
 # --- Slurm --------------------------------------------------------------------------------------------
 def _slurm_up() -> bool:
+    # .ci/run exports SLURM_CONF; elsewhere find slurm/local_cluster.sh's default config
+    if not os.environ.get("SLURM_CONF") and Path("/tmp/avsf-slurm/slurm.conf").is_file() \
+            and not Path("/etc/slurm/slurm.conf").exists():
+        os.environ["SLURM_CONF"] = "/tmp/avsf-slurm/slurm.conf"
     try:
         return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
