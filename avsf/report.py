@@ -949,8 +949,9 @@ def results_overview(results_dir: str | Path) -> pd.DataFrame:
     for name in EXPERIMENTS:
         for scale in SCALES:
             path = results_dir / name / ("table.csv" if scale == "smoke" else f"{scale}/table.csv")
-            if path.exists():
-                tables[(name, scale)] = pd.read_csv(path, dtype=str).fillna("").set_index("claim")
+            table = pd.read_csv(path, dtype=str).fillna("") if path.exists() else None
+            if table is not None and "claim" in table.columns:  # Table 1's csv holds compute, no claims
+                tables[(name, scale)] = table.set_index("claim")
     rows = []
     for c in load_claims():
         nb = home.get(c["id"])
