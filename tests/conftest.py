@@ -29,3 +29,15 @@ def smoke_root() -> Path:
     from avsf.data.synthetic import ensure_synthetic
 
     return ensure_synthetic(test_data_dir(), "smoke", 0)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on a shared machine OpenMP's
+    spin-waiting makes them up to 10x slower; the setting is restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

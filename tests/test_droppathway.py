@@ -10,14 +10,7 @@ from avsf.config import get_preset
 from avsf.models import build_model, example_inputs
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared machine OpenMP's
-    spin-waiting makes them 10x slower; restore the setting for other test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

@@ -13,14 +13,7 @@ from avsf.models import AVSlowFast, LateFusion, build_model, describe_stages, ex
 from avsf.models.blocks import TimeFreqBlock
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared machine OpenMP's
-    spin-waiting makes them 10x slower; restore the setting for other test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = ("slowfast_tiny", "avslowfast_tiny", "audio_only_tiny")
