@@ -202,7 +202,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             elif tp is bool and value.lower() in ("true", "false"):
                 value = value.lower() == "true"
             else:
-                raise ConfigError(f"{where}: cannot read {value!r} as {getattr(tp, '__name__', tp)}") from None
+                name = getattr(tp, "__name__", str(tp))
+                raise ConfigError(f"{where}: cannot read {value!r} as {name}; give a {name} value, "
+                                  f"e.g. --set {where}=<{name}> (avsf presets NAME shows the current one)") from None
     if origin is tuple:
         if isinstance(value, str):
             value = [value]
