@@ -228,6 +228,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
     if tp is str:
+        if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+            value = json.loads(value)  # a JSON-quoted string ("a b") means the string inside
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value

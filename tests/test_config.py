@@ -54,3 +54,21 @@ def test_presets_command_lists_every_paper_row(capsys):
     for row in ["slowfast_r50_4x16", "avslowfast_r50_4x16", "avslowfast_r50_8x8", "avslowfast_r101_8x8",
                 "avslowfast_r101_16x8_nl", "audio_only_r50", "slowfast_tiny", "avslowfast_tiny", "audio_only_tiny"]:
         assert row in names
+
+
+def test_string_overrides_take_the_path_as_given_or_json_quoted():
+    cfg = get_preset("avslowfast_tiny")
+    assert cfg.with_overrides(["data.root=/data/k400 train"]).data.root == "/data/k400 train"
+    assert cfg.with_overrides(['data.root="/data/a=b"']).data.root == "/data/a=b"
+
+
+def test_train_cli_data_dir_reaches_the_config(tmp_path):
+    import argparse
+
+    from avsf._cli.train import add_arguments, build_config
+
+    (tmp_path / "train.csv").write_text("a.mp4 0\n")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--preset", "slowfast_tiny", "--data", str(tmp_path), "--out", str(tmp_path / "run")])
+    assert build_config(args).data.root == str(tmp_path.resolve())

@@ -37,7 +37,7 @@ def build_config(args):
         if not (root / "train.csv").is_file():
             raise UserError(f"--data {root}: no train.csv there; a dataset root holds train.csv, val.csv and "
                             f"test.csv (`avsf synth` writes one)")
-        overrides.append(f"data.root={json.dumps(str(root.resolve()))}")
+        overrides.append(f"data.root={root.resolve()}")
     return get_preset(args.preset).with_overrides(overrides)
 
 
