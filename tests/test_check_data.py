@@ -10,6 +10,7 @@ import pytest
 from media_helpers import write_clip
 
 from avsf.cli import main
+from avsf.config import get_preset
 from avsf.data.check import scan_dataset
 from avsf.data.decode import FAULT_ENV
 
@@ -78,7 +79,8 @@ def test_inspect_prints_what_the_loader_sees(messy, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["duration_s"] == pytest.approx(2.0, abs=0.05) and out["fps"] == 30.0 and out["num_frames"] == 60
     assert out["has_audio"] is True and out["sample_rate"] == 16000 and out["channels"] == 1
-    assert out["video_shapes"] == {"slow": [3, 4, 56, 56], "fast": [3, 16, 56, 56]}
+    crop = get_preset("avslowfast_tiny").data.train_crop
+    assert out["video_shapes"] == {"slow": [3, 4, crop, crop], "fast": [3, 16, crop, crop]}
     assert out["audio_shape"] == [1, 64, 40]
 
 

@@ -36,7 +36,8 @@ def test_kinetics_train_sample_contract(kinetics):
     assert ds.stats["with_audio"] == 5 and ds.stats["bad_lines"] == 2
     assert len(ds) == ds.num_videos == 6
     s = ds[0]
-    assert s["slow"].shape == (3, 4, 56, 56) and s["fast"].shape == (3, 16, 56, 56)
+    crop = tiny_cfg(kinetics).data.train_crop
+    assert s["slow"].shape == (3, 4, crop, crop) and s["fast"].shape == (3, 16, crop, crop)
     assert torch.equal(s["slow"], s["fast"][:, ::4])
     assert s["audio"].shape == (1, 64, 40) and s["audio_neg"].shape == (1, 64, 40)
     assert s["label"].dtype == torch.int64 and int(s["label"]) == 0
@@ -58,7 +59,8 @@ def test_kinetics_test_views_and_ids(kinetics):
     ids = [(int(ds[i]["video_index"]), int(ds[i]["view_index"])) for i in range(9, 18)]
     assert ids == [(1, v) for v in range(9)]
     s = ds[9]
-    assert s["slow"].shape == (3, 4, 64, 64) and "audio_neg" not in s
+    crop = cfg.data.test_crop
+    assert s["slow"].shape == (3, 4, crop, crop) and "audio_neg" not in s
     # temporal views move the audio with them: first and last views hear different sound
     first, last = ds[9]["audio"], ds[9 + 6]["audio"]
     assert not torch.allclose(first, last)

@@ -115,7 +115,8 @@ def test_bench_data_reports_the_floor_and_the_loader(root):
     from avsf.data.bench import bench_data, format_report
 
     r = bench_data(root=str(root), preset="avslowfast_tiny", workers=2, clips=8, rounds=1)
-    assert r["clips"] == 8 and r["clip"]["shapes"]["fast"] == [3, 16, 56, 56]
+    crop = tiny_cfg(root).data.train_crop
+    assert r["clips"] == 8 and r["clip"]["shapes"]["fast"] == [3, 16, crop, crop]
     for key in ("floor_clips_per_s", "floor_tuned_clips_per_s", "loader_main_clips_per_s",
                 "loader_1_worker_clips_per_s", "loader_n_workers_clips_per_s", "cost_vs_floor_cpu"):
         assert r[key] > 0, key
