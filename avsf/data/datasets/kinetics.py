@@ -8,11 +8,11 @@ paths may contain spaces.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from avsf.data.datasets.records import BadLine, SplitListing, VideoRecord, require_file, resolve
+from avsf.data.datasets.records import (BadLine, SplitListing, VideoRecord, read_json_beside_splits,
+                                        require_file, resolve)
 from avsf.errors import UserError
 
 # Appendix B of the paper: the 32 Kinetics-Sounds classes still in Kinetics-400, in its order
@@ -30,15 +30,12 @@ SPLIT_FILES = {"train": "train.csv", "val": "val.csv", "test": "test.csv"}
 
 def read_classnames(split_dir: str | os.PathLike) -> dict[str, int] | None:
     """`classnames.json` of a Kinetics-format folder ({"name": index}), or None if absent."""
-    path = Path(split_dir) / "classnames.json"
-    if not path.is_file():
+    names = read_json_beside_splits(split_dir, "classnames.json", expect="a map of class names to indices")
+    if names is None:
         return None
-    try:
-        names = json.loads(path.read_text())
-    except ValueError as e:
-        raise UserError(f"{path} is not valid JSON ({e}); it should map class names to indices") from e
     if not isinstance(names, dict) or not all(isinstance(v, int) for v in names.values()):
-        raise UserError(f"{path} should map class names to integer indices, e.g. {{\"abseiling\": 0}}")
+        raise UserError(f"{Path(split_dir) / 'classnames.json'} should map class names to integer indices, "
+                        f"e.g. {{\"abseiling\": 0}}")
     return {str(k): int(v) for k, v in names.items()}
 
 

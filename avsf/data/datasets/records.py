@@ -58,21 +58,27 @@ class SplitListing:
     num_nouns: int = 0
 
 
+def read_json_beside_splits(split_dir: str | os.PathLike, name: str, *, expect: str) -> object | None:
+    """The JSON file `name` in a dataset's split folder, or None if absent; `expect` says
+    what it should hold, for the error when it does not parse."""
+    import json
+
+    path = Path(split_dir) / name
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise UserError(f"{path} is not valid JSON ({e}); it should hold {expect}") from e
+
+
 def read_vocabulary(split_dir: str | os.PathLike) -> dict | None:
     """`vocabulary.json` beside the split files, if any: the class names of a dataset view
     that uses fewer classes than the real dataset (e.g. the synthetic EPIC and Charades views
     of the built-in data: {"verbs": [...], "nouns": [...]} or {"labels": [...]})."""
-    import json
-
-    path = Path(split_dir) / "vocabulary.json"
-    if not path.is_file():
-        return None
-    try:
-        vocab = json.loads(path.read_text())
-    except ValueError as e:
-        raise UserError(f"{path} is not valid JSON ({e})") from e
-    if not isinstance(vocab, dict):
-        raise UserError(f"{path} should be a JSON object with class-name lists")
+    vocab = read_json_beside_splits(split_dir, "vocabulary.json", expect="class-name lists")
+    if vocab is not None and not isinstance(vocab, dict):
+        raise UserError(f"{Path(split_dir) / 'vocabulary.json'} should be a JSON object with class-name lists")
     return vocab
 
 
