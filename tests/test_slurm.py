@@ -59,7 +59,7 @@ def slurm_cluster():
 @pytest.fixture(scope="module")
 def tiny_split(tmp_path_factory) -> Path:
     """Split files for 4 classes of the built-in dataset: 8 training, 4 val and 4 test videos,
-    so that a run trains 6 steps of 4 clips and tests in seconds of CPU."""
+    so that a run trains 20 steps of 4 clips (enough for the preemption test to act twice mid-run) and tests in seconds of CPU."""
     from avsf.data.synthetic import ensure_synthetic
 
     src = Path(ensure_synthetic(SYNTH_ROOT, "smoke", 0))
@@ -79,7 +79,7 @@ def tiny_split(tmp_path_factory) -> Path:
 
 
 def _cfg(preset: str, seed: int, split_dir: Path, **extra) -> RunConfig:
-    overrides = {"seed": seed, "solver.epochs": 3, "solver.batch_size": 4, "solver.reference_batch": 4,
+    overrides = {"seed": seed, "solver.epochs": 10, "solver.batch_size": 4, "solver.reference_batch": 4,
                  "solver.warmup_epochs": 1, "checkpoint_every": 1, "eval_every": 100, "log_every": 1,
                  "data.synthetic_root": SYNTH_ROOT, "data.split_dir": str(split_dir),
                  "data.num_temporal_views": 1, "data.num_workers": 0, "device": "cpu", **extra}
