@@ -166,13 +166,19 @@ def test_failed_run_shows_its_error_and_reruns_only_on_request(tmp_path, capsys)
     assert row["submissions"] == 2 and row["state"] == "failed"
 
 
+def _claimed_without_job(cfg, sweep_dir, backend: str):
+    """The run dir a submitter leaves between its claim and the queue's answer (no job id yet)."""
+    run_dir = launch.run_dir_for(cfg, sweep_dir)
+    run_dir.mkdir(parents=True)
+    launch._write_json(run_dir / "launch.json", {"backend": backend, "job_id": None, "submissions": 1,
+                                                 "config": cfg.to_dict()})
+    return run_dir
+
+
 def test_state_survives_a_crashed_submitter(tmp_path):
     cfg = _cfg()
-    run_dir = launch.run_dir_for(cfg, tmp_path)
-    run_dir.mkdir(parents=True)
-    # what a submitter leaves when it dies between its claim and the queue's answer
-    launch._write_json(run_dir / "launch.json", {"backend": "slurm", "job_id": None, "submissions": 1,
-                                                 "config": cfg.to_dict()})
+    # the submitter died between its claim and the queue's answer
+    run_dir = _claimed_without_job(cfg, tmp_path, "slurm")
     st = launch.run_state(run_dir)
     assert st["state"] == "failed" and "died before the job was queued" in st["error"]
     report = launch.submit([cfg], backend="debug", sweep_dir=tmp_path, job_fn=FAKE_JOB, retry_failed=True)
@@ -183,10 +189,7 @@ def test_a_claimed_run_is_pending_not_failed(tmp_path):
     from filelock import FileLock
 
     cfg = _cfg()
-    run_dir = launch.run_dir_for(cfg, tmp_path)
-    run_dir.mkdir(parents=True)
-    launch._write_json(run_dir / "launch.json", {"backend": "local", "job_id": None, "submissions": 1,
-                                                 "config": cfg.to_dict()})
+    run_dir = _claimed_without_job(cfg, tmp_path, "local")
     with FileLock(str(run_dir / ".claim.lock")):  # another submitter is between claim and queue
         assert launch.run_state(run_dir)["state"] == "pending"
         report = launch.submit([cfg], backend="debug", sweep_dir=tmp_path, job_fn=FAKE_JOB)
