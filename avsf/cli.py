@@ -34,12 +34,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if only is not None and name != only:
             sub.add_parser(name, help="(see avsf %s --help)" % name, add_help=False)
             continue
-        try:
-            mod = _load(name)
-        except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("avsf._cli"):
-                continue  # command not built yet
-            raise
+        mod = _load(name)
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)
     return parser
