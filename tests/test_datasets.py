@@ -132,7 +132,7 @@ def test_charades_frame_lists_multi_label(tmp_path):
     assert on and on <= {3, 7}
     assert s["has_audio"] is True and train[1]["has_audio"] is False
     # the frames come from the images: brightness rises with the frame number
-    means = s["fast"].mean(dim=(0, 2, 3))
+    means = s["fast"].float().mean(dim=(0, 2, 3))
     assert torch.all(means[1:] >= means[:-1] - 1e-3)
     test = build_dataset(cfg, "test")
     assert set(torch.nonzero(test[0]["label"]).flatten().tolist()) == {3, 7}  # video-level labels

@@ -28,8 +28,25 @@ def test_cpu_runs_exact_fp32():
     lin = nn.Linear(4, 4)
     with runtime.autocast(torch.device("cpu"), bf16=True):
         assert lin(torch.randn(2, 4)).dtype == torch.float32
-    batch = runtime.move_batch({"slow": torch.zeros(1, 3, 2, 4, 4), "name": "x"}, torch.device("cpu"))
+    batch = runtime.move_batch({"slow": torch.zeros(1, 3, 2, 4, 4), "name": "x"}, torch.device("cpu"),
+                               mean=(0.5,) * 3, std=(0.25,) * 3)
     assert batch["name"] == "x" and batch["slow"].dtype == torch.float32
+    assert torch.equal(batch["slow"], torch.zeros(1, 3, 2, 4, 4))  # float video: already normalised
+
+
+def test_move_batch_normalises_uint8_video_per_channel():
+    """The loader ships uint8 video; move_batch gives (x / 255 - mean) / std per channel on the
+    device, and leaves audio and labels alone."""
+    g = torch.Generator().manual_seed(0)
+    raw = torch.randint(0, 256, (2, 3, 4, 5, 5), dtype=torch.uint8, generator=g)
+    audio = torch.randn(2, 1, 8, 4, generator=g)
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    batch = runtime.move_batch({"fast": raw, "audio": audio, "label": torch.tensor([1, 2])}, torch.device("cpu"),
+                               mean=mean, std=std)
+    expect = (raw.float() / 255 - torch.tensor(mean).view(3, 1, 1, 1)) / torch.tensor(std).view(3, 1, 1, 1)
+    assert batch["fast"].dtype == torch.float32
+    assert torch.allclose(batch["fast"], expect, atol=1e-5)
+    assert torch.equal(batch["audio"], audio) and torch.equal(batch["label"], torch.tensor([1, 2]))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when no GPU is visible")

@@ -8,7 +8,7 @@ import torch
 
 from avsf.config import get_preset
 from avsf.data import sampling as S
-from avsf.data.transforms import pack_pathways, eval_transform, train_transform
+from avsf.data.transforms import eval_transform, normalize_video, pack_pathways, train_transform
 
 
 def test_geometry_follows_the_preset():
@@ -65,27 +65,37 @@ def _ramp_frames(n=8, h=40, w=60):
     return np.broadcast_to(x[None, None, :, None], (n, h, w, 3)).copy()
 
 
-def test_train_transform_shapes_normalisation_and_determinism():
+def test_train_transform_shapes_dtype_and_determinism():
     frames = _ramp_frames()
-    kw = dict(jitter=(64, 80), crop=56, flip=True, mean=(0.45,) * 3, std=(0.225,) * 3)
+    kw = dict(jitter=(64, 80), crop=56, flip=True)
     a = train_transform(frames, rng=S.sample_rng(1), **kw)
     b = train_transform(frames, rng=S.sample_rng(1), **kw)
-    assert a.shape == (3, 8, 56, 56) and a.dtype == torch.float32
+    assert a.shape == (3, 8, 56, 56) and a.dtype == torch.uint8 and a.is_contiguous()
     assert torch.equal(a, b)
-    lo, hi = (0 - 0.45) / 0.225, (1 - 0.45) / 0.225
-    assert a.min() >= lo - 1e-4 and a.max() <= hi + 1e-4
     # over many draws both orientations of the ramp appear (random flip)
-    slopes = {bool(torch.sign(train_transform(frames, rng=S.sample_rng(i), **kw)[0, 0, 0, -1]
-                              - train_transform(frames, rng=S.sample_rng(i), **kw)[0, 0, 0, 0]) > 0) for i in range(12)}
+    slopes = {bool(torch.sign(train_transform(frames, rng=S.sample_rng(i), **kw)[0, 0, 0, -1].int()
+                              - train_transform(frames, rng=S.sample_rng(i), **kw)[0, 0, 0, 0].int()) > 0)
+              for i in range(12)}
     assert slopes == {True, False}
+
+
+def test_normalize_video_matches_the_formula_and_bounds():
+    x = train_transform(_ramp_frames(), rng=S.sample_rng(1), jitter=(64, 80), crop=56, flip=True)
+    y = normalize_video(x.unsqueeze(0), mean=(0.45,) * 3, std=(0.225,) * 3)
+    assert y.dtype == torch.float32 and y.shape == (1, 3, 8, 56, 56)
+    assert torch.allclose(y[0], (x.float() / 255 - 0.45) / 0.225, atol=1e-5)
+    lo, hi = (0 - 0.45) / 0.225, (1 - 0.45) / 0.225
+    assert y.min() >= lo - 1e-4 and y.max() <= hi + 1e-4
+    with pytest.raises(TypeError, match="uint8"):
+        normalize_video(y, mean=(0.45,) * 3, std=(0.225,) * 3)
 
 
 def test_test_transform_crops_left_centre_right():
     frames = _ramp_frames(h=32, w=64)
-    kw = dict(short_side=32, crop=32, num_spatial=3, mean=(0.0,) * 3, std=(1.0,) * 3)
+    kw = dict(short_side=32, crop=32, num_spatial=3)
     left, centre, right = (eval_transform(frames, spatial_index=i, **kw) for i in range(3))
     assert left.shape == (3, 8, 32, 32)
-    assert left.mean() < centre.mean() < right.mean()
+    assert left.float().mean() < centre.float().mean() < right.float().mean()
 
 
 def test_pack_pathways_keeps_every_alpha_th_frame():

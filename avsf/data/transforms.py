@@ -1,7 +1,9 @@
 """Image work on decoded frames (torchvision.transforms.v2) and packing into pathways.
 
-Frames arrive as uint8 [N,H,W,3] (numpy, from the decoder) and leave as float32 [3,N,S,S],
-normalised. Random choices are drawn by the caller's numpy generator, not torch's global
+Frames arrive as uint8 [N,H,W,3] (numpy, from the decoder) and leave as uint8 [3,N,S,S]:
+samples and batches stay uint8 (a quarter of float32's bytes to crop, copy between processes,
+stack and send to the GPU), and :func:`normalize_video` turns them into normalised float32 on
+the device the model runs on (``avsf.engine.runtime.move_batch``). Random choices are drawn by the caller's numpy generator, not torch's global
 RNG, so a sample is the same whichever worker makes it.
 """
 
@@ -40,27 +42,31 @@ def _resized_window(x: torch.Tensor, *, top: int, left: int, crop: int, scaled: 
     return TF.resized_crop(x, y0, x0, win_h, win_w, [crop, crop], antialias=True)
 
 
-def _normalise(x: torch.Tensor, *, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 [N,3,H,W] -> float32 [3,N,H,W], (x / 255 - mean) / std.
+def _channels_first(x: torch.Tensor) -> torch.Tensor:
+    """uint8 [N,3,H,W] -> uint8 [3,N,H,W] (one contiguous copy)."""
+    return x.permute(1, 0, 2, 3).contiguous()
 
-    One copy does the layout change and the conversion to float; the arithmetic then runs in
-    place (the same numbers as to_dtype + normalize, without their intermediate tensors).
-    """
-    n, c, h, w = x.shape
-    out = torch.empty((c, n, h, w), dtype=torch.float32)
-    out.copy_(x.permute(1, 0, 2, 3))
-    scale = 1.0 / (torch.tensor(std, dtype=torch.float32) * 255.0)
-    shift = torch.tensor(mean, dtype=torch.float32) / torch.tensor(std, dtype=torch.float32)
-    return out.mul_(scale.view(-1, 1, 1, 1)).sub_(shift.view(-1, 1, 1, 1))
+
+def normalize_video(x: torch.Tensor, *, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 video [..., 3, T, H, W] (channels at dim -4) -> float32 (x / 255 - mean) / std,
+    computed wherever `x` lives (on the GPU in training). One conversion, then in-place
+    arithmetic: no intermediate tensors."""
+    if x.dtype != torch.uint8:
+        raise TypeError(f"normalize_video expects uint8 frames, got {x.dtype}")
+    shape = (-1, 1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=x.device)
+    scale = (1.0 / (std_t * 255.0)).view(shape)
+    shift = (torch.tensor(mean, dtype=torch.float32, device=x.device) / std_t).view(shape)
+    return x.to(torch.float32).mul_(scale).sub_(shift)
 
 
 def train_transform(frames: np.ndarray, *, rng: np.random.Generator, jitter: tuple[int, int], crop: int,
-                    flip: bool, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+                    flip: bool) -> torch.Tensor:
     """Short side to a random size in [jitter[0], jitter[1]], a random crop x crop square
     (both done at once, see _resized_window), a horizontal flip with probability 1/2 (if
-    `flip`), normalise.
+    `flip`). Normalising is :func:`normalize_video`'s job, on the device.
 
-    frames: uint8 [N,H,W,3]. Returns float32 [3,N,crop,crop].
+    frames: uint8 [N,H,W,3]. Returns uint8 [3,N,crop,crop].
     """
     x = to_tensor_frames(frames)
     src_h, src_w = x.shape[-2], x.shape[-1]
@@ -72,15 +78,15 @@ def train_transform(frames: np.ndarray, *, rng: np.random.Generator, jitter: tup
     x = _resized_window(x, top=top, left=left, crop=crop, scaled=(h, w))
     if flip and rng.random() < 0.5:
         x = TF.horizontal_flip(x)
-    return _normalise(x, mean=mean, std=std)
+    return _channels_first(x)
 
 
-def eval_transform(frames: np.ndarray, *, short_side: int, crop: int, spatial_index: int, num_spatial: int,
-                   mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+def eval_transform(frames: np.ndarray, *, short_side: int, crop: int, spatial_index: int,
+                   num_spatial: int) -> torch.Tensor:
     """Short side to `short_side`, then crop `spatial_index` of `num_spatial` crops spread
-    along the long side (see sampling.spatial_offsets), normalise.
+    along the long side (see sampling.spatial_offsets).
 
-    frames: uint8 [N,H,W,3]. Returns float32 [3,N,crop,crop].
+    frames: uint8 [N,H,W,3]. Returns uint8 [3,N,crop,crop].
     """
     from avsf.data.sampling import spatial_offsets
 
@@ -88,7 +94,7 @@ def eval_transform(frames: np.ndarray, *, short_side: int, crop: int, spatial_in
     h, w = _scaled_size(x.shape[-2], x.shape[-1], max(short_side, crop))
     top, left = spatial_offsets(height=h, width=w, crop=crop, num_views=num_spatial)[spatial_index]
     x = _resized_window(x, top=top, left=left, crop=crop, scaled=(h, w))
-    return _normalise(x, mean=mean, std=std)
+    return _channels_first(x)
 
 
 def pack_pathways(video: torch.Tensor, *, alpha: int) -> tuple[torch.Tensor, torch.Tensor]:

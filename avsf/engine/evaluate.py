@@ -54,7 +54,7 @@ def predict(model: nn.Module, dataset: Any, *, cfg: RunConfig, device: torch.dev
                                   drop_last=False)
     parts: dict[str, list[Tensor]] = {}
     for batch in loader:
-        batch = runtime.move_batch(batch, device)
+        batch = runtime.batch_to_device(batch, cfg, device)
         with runtime.autocast(device, bf16=cfg.bf16):
             outputs = model(batch)
         row = _probabilities(outputs, head=head)

@@ -77,16 +77,28 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     return model
 
 
-def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Tensors to `device` (video in channels_last_3d on GPU); anything else as is."""
+def move_batch(batch: dict[str, Any], device: torch.device, *, mean: tuple[float, ...],
+               std: tuple[float, ...]) -> dict[str, Any]:
+    """Tensors to `device`; uint8 video (the loader's ``"slow"``/``"fast"``, [N,3,T,H,W]) is
+    normalised there with (`mean`, `std`) (``cfg.data.mean``/``std``), so only uint8 crosses to
+    the GPU. Video on GPU goes channels_last_3d. Float video is taken as already normalised."""
+    from avsf.data.transforms import normalize_video
+
     out = {}
     for k, v in batch.items():
         if isinstance(v, Tensor):
             v = v.to(device, non_blocking=True)
+            if k in VIDEO_KEYS and v.dtype == torch.uint8:
+                v = normalize_video(v, mean=mean, std=std)
             if device.type == "cuda" and v.dim() == 5:
                 v = v.contiguous(memory_format=torch.channels_last_3d)
         out[k] = v
     return out
+
+
+def batch_to_device(batch: dict[str, Any], cfg: RunConfig, device: torch.device) -> dict[str, Any]:
+    """:func:`move_batch` with the run's normalisation (``cfg.data.mean``, ``cfg.data.std``)."""
+    return move_batch(batch, device, mean=tuple(cfg.data.mean), std=tuple(cfg.data.std))
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -225,7 +225,7 @@ class Trainer:
         set_lr(self.optimizer, lr)
         # dropout and anything else drawing from torch's RNG: a function of (seed, step, rank)
         torch.manual_seed(runtime.derive_seed(cfg.seed, "step", self.step, self.info.rank))
-        batch = runtime.move_batch(batch, self.device)
+        batch = runtime.batch_to_device(batch, cfg, self.device)
         with runtime.autocast(self.device, bf16=cfg.bf16):
             outputs = self.model(batch, drop_audio=self._drop_audio())
         loss_task = task_loss(outputs, batch, head=cfg.model.head)
@@ -323,7 +323,7 @@ class Trainer:
         loader = self._loader(epoch=self.cfg.solver.epochs, start_batch=0)
         with runtime.autocast(self.device, bf16=self.cfg.bf16):
             used = update_bn_stats(_unwrap(self.model), loader, num_batches=n,
-                                   prepare=lambda b: runtime.move_batch(b, self.device))
+                                   prepare=lambda b: runtime.batch_to_device(b, self.cfg, self.device))
         log.info("precise BN: statistics from %d batches", used)
         self.precise_bn_done = True
         self._save()

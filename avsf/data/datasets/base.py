@@ -185,11 +185,10 @@ class AVClipDataset(torch.utils.data.Dataset):
             if self.want_video:
                 if self.split == "train":
                     clip = train_transform(frames, rng=rng, jitter=tuple(cfg.data.train_jitter), crop=cfg.data.train_crop,
-                                           flip=cfg.data.random_flip, mean=tuple(cfg.data.mean), std=tuple(cfg.data.std))
+                                           flip=cfg.data.random_flip)
                 else:
                     clip = eval_transform(frames, short_side=cfg.data.test_short_side, crop=cfg.data.test_crop,
-                                          spatial_index=s_view, num_spatial=cfg.data.num_spatial_views,
-                                          mean=tuple(cfg.data.mean), std=tuple(cfg.data.std))
+                                          spatial_index=s_view, num_spatial=cfg.data.num_spatial_views)
                 sample["slow"], sample["fast"] = pack_pathways(clip, alpha=geo.alpha)
             if self.want_audio:
                 sample["audio"] = self._logmel(waveform)
