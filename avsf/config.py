@@ -82,6 +82,9 @@ class DataConfig:
     synthetic_root: str = "data/synthetic"  # where `avsf synth` writes (generated on first use)
     synthetic_scale: str = "smoke"
     synthetic_seed: int = 0
+    # the built-in generator version a run expects (0 = whatever is on disk); the notebooks' grids
+    # set the current one, so a run trained on an older built-in dataset is never reused
+    synthetic_version: int = 0
     split_dir: str = ""  # folder with the split files; empty = `root`
     target_fps: float = 30.0
     sampling_rate: int = 16  # tau: frames between Slow frames at target_fps

@@ -318,8 +318,11 @@ def _data_overrides(row: Row, scale: str, data_roots: dict[str, str | None]) -> 
     if scale == "paper":
         raise UserError(f"the paper scale needs the real {row.dataset} data: set "
                         f"data_roots['{row.dataset}'] to its folder")
+    from avsf.data.synthetic import GENERATOR_VERSION  # noqa: PLC0415 (the data stack is heavy)
+
     synthetic_root = str(project_root() / "data" / "synthetic")
-    out = [f"data.synthetic_root={synthetic_root}"]
+    # the version is part of the run's identity: runs of an older built-in dataset are not reused
+    out = [f"data.synthetic_root={synthetic_root}", f"data.synthetic_version={GENERATOR_VERSION}"]
     if row.dataset == "kinetics":
         return out + ["data.dataset=synthetic"]
     if row.dataset in ("epic", "charades"):

@@ -9,6 +9,7 @@ import pytest
 
 from avsf import experiments as E
 from avsf.config import get_preset
+from avsf.data.synthetic import GENERATOR_VERSION
 from avsf.errors import UserError
 
 # Tables 7 and 8 (AVA, self-supervised) belong to the AVA/SSL issue: their claims have no
@@ -36,6 +37,20 @@ def test_smoke_grid_is_tiny_presets_on_builtin_data(name):
         assert cfg.model.stage_depths == (1, 1, 1, 1)
         assert cfg.data.dataset in ("synthetic", "epic", "charades")
         assert Path(cfg.data.synthetic_root).is_absolute()
+        assert cfg.data.synthetic_version == GENERATOR_VERSION  # part of the run's identity
+
+
+def test_a_run_made_for_another_builtin_dataset_version_is_refused(tmp_path):
+    from avsf.data.datasets import dataset_root
+
+    cfg = get_preset("avslowfast_tiny").with_overrides(
+        [f"data.synthetic_root={tmp_path}", f"data.synthetic_version={GENERATOR_VERSION + 1}"])
+    with pytest.raises(UserError, match=f"version {GENERATOR_VERSION + 1}.*generates version {GENERATOR_VERSION}"):
+        dataset_root(cfg)
+    assert not any(tmp_path.iterdir())  # refused before generating anything
+    older = E.row_config("ablate_droppath", "avslowfast", scale="smoke", seed=0).with_overrides(
+        [f"data.synthetic_version={GENERATOR_VERSION - 1}"])
+    assert older.config_hash() != E.row_config("ablate_droppath", "avslowfast", scale="smoke", seed=0).config_hash()
 
 
 def test_shared_runs_hash_the_same_across_notebooks():

@@ -38,9 +38,19 @@ def dataset_root(cfg) -> Path:
         return root
     if d.dataset != "synthetic":
         raise UserError(f"data.dataset={d.dataset!r} needs data.root: the folder that holds its videos")
-    from avsf.data.synthetic import ensure_synthetic
+    from avsf.data.synthetic import GENERATOR_VERSION, ensure_synthetic
 
+    check_synthetic_version(cfg, GENERATOR_VERSION)
     return Path(ensure_synthetic(d.synthetic_root, d.synthetic_scale, d.synthetic_seed))
+
+
+def check_synthetic_version(cfg, current: int) -> None:
+    """A config made for another version of the built-in dataset cannot be trained on this one."""
+    wanted = cfg.data.synthetic_version
+    if wanted and wanted != current:
+        raise UserError(f"this run's config asks for version {wanted} of the built-in dataset, but this avsf "
+                        f"generates version {current}; rebuild the config (rerun the notebook or `avsf sweep`, "
+                        f"or pass --set data.synthetic_version={current})")
 
 
 def build_dataset(cfg, split: str):
