@@ -41,7 +41,7 @@ _FAMILY_PRESETS = {
               "slowfast_r101": "slowfast_r101_8x8", "avslowfast_r101": "avslowfast_r101_8x8"},
 }
 # --- self-supervised block: pretraining presets per scale (A.8 recipe at the paper scale) ---
-_FAMILY_PRESETS["smoke"].update(slowfast_pretrain="slowfast_tiny_pretrain", avslowfast_pretrain="avslowfast_tiny_pretrain")
+_FAMILY_PRESETS["smoke"].update(slowfast_pretrain="slowfast_pretrain_tiny", avslowfast_pretrain="avslowfast_pretrain_tiny")
 for _scale in ("small", "paper"):
     _FAMILY_PRESETS[_scale].update(slowfast_pretrain="slowfast_r50_4x16_pretrain",
                                    avslowfast_pretrain="avslowfast_r50_4x16_pretrain")
@@ -311,6 +311,7 @@ _register(Experiment(
     name="table8_ssl", title="Self-supervised AVSlowFast: linear probe and fine-tuning on UCF101 / HMDB51; "
                              "audio-only Kinetics",
     artifact="Table 8", datasets=("kinetics", "ucf101", "hmdb51"), metrics=("top1", "rot_top1", "loss_avs"),
+    plots=("ssl_bars",),
     rows=_PRETRAIN_ROWS + _transfer_rows() + (AO,),
     claims=(ClaimLink("S1", "proxy_delta", ("probe_scratch_ucf101", "probe_avsf_avs_rot_ucf101"), note=_SSL_NOTE),
             ClaimLink("S2", "proxy_delta", ("probe_scratch_hmdb51", "probe_avsf_avs_rot_hmdb51"), note=_SSL_NOTE),

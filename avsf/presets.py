@@ -205,11 +205,11 @@ def _tiny_pretrain(arch: str, pretext: tuple[str, ...]) -> RunConfig:
     return cfg
 
 
-@register_preset("avslowfast_tiny_pretrain", "smoke-scale AVSlowFast, self-supervised pretraining (AVS + ROT)")
-def avslowfast_tiny_pretrain() -> RunConfig:
+@register_preset("avslowfast_pretrain_tiny", "smoke-scale AVSlowFast, self-supervised pretraining (AVS + ROT)")
+def avslowfast_pretrain_tiny() -> RunConfig:
     return _tiny_pretrain("avslowfast", ("avs", "rot"))
 
 
-@register_preset("slowfast_tiny_pretrain", "smoke-scale SlowFast, self-supervised pretraining (ROT)")
-def slowfast_tiny_pretrain() -> RunConfig:
+@register_preset("slowfast_pretrain_tiny", "smoke-scale SlowFast, self-supervised pretraining (ROT)")
+def slowfast_pretrain_tiny() -> RunConfig:
     return _tiny_pretrain("slowfast", ("rot",))

@@ -592,6 +592,54 @@ def plot_ablation_bars(exp: Experiment | str, summary: pd.DataFrame, *, metric: 
     return fig
 
 
+# --- self-supervised block: Table 8 / A.1 / A.2 plots ------------------------------------------------
+def plot_transfer_bars(exp: Experiment | str, summary: pd.DataFrame, *, path: Path):
+    """One panel per transfer dataset: top-1 of each probe / fine-tune row, error bars = std over
+    seeds; the random-init rows hatched, the paper's default (AVS + ROT probe) dark."""
+    exp = get_experiment(exp) if isinstance(exp, str) else exp
+    plt = _pyplot()
+    rows = {r.key: r for r in exp.rows if r.protocol}
+    datasets = list(dict.fromkeys(r.dataset for r in rows.values()))
+    fig, axes = plt.subplots(1, max(len(datasets), 1), figsize=(4.8 * max(len(datasets), 1), 3.6), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        part = summary[summary["row"].isin([k for k, r in rows.items() if r.dataset == ds])]
+        means = part["top1_mean"].to_numpy(dtype=float)
+        stds = part["top1_std"].fillna(0.0).to_numpy(dtype=float)
+        colors = ["#1f4e79" if d else "#8fb3d9" for d in part["default"]]
+        bars = ax.bar(range(len(part)), means, yerr=stds, capsize=4, color=colors)
+        for bar, key in zip(bars, part["row"]):
+            if not rows[key].init_row:
+                bar.set_hatch("//")
+        ax.set_xticks(range(len(part)))
+        ax.set_xticklabels([str(x).rsplit(",", 1)[0] for x in part["label"]], rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel("top-1 (%)")
+        ax.set_title(ds, fontsize=9)
+    fig.suptitle(f"{exp.artifact} / A.1 / A.2: transfer top-1 (hatched: random init)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return fig
+
+
+def plot_pretext_bars(exp: Experiment | str, summary: pd.DataFrame, *, path: Path):
+    """Pretext metrics of the pretrain rows on val: rotation top-1 (%) and the AVS loss."""
+    exp = get_experiment(exp) if isinstance(exp, str) else exp
+    plt = _pyplot()
+    part = summary[summary["row"].isin([r.key for r in exp.rows if r.family.endswith("_pretrain")])]
+    fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.2))
+    for ax, metric, label in ((axes[0], "rot_top1", "rotation top-1 (%, chance 25)"), (axes[1], "loss_avs", "AVS loss (val)")):
+        means = part[f"{metric}_mean"].to_numpy(dtype=float) if f"{metric}_mean" in part else []
+        stds = part[f"{metric}_std"].fillna(0.0).to_numpy(dtype=float) if f"{metric}_std" in part else []
+        ax.bar(range(len(part)), means, yerr=stds, capsize=4, color="#8fb3d9")
+        ax.set_xticks(range(len(part)))
+        ax.set_xticklabels([str(x).replace("pretrain ", "") for x in part["label"]], rotation=20, ha="right", fontsize=7)
+        ax.set_ylabel(label, fontsize=8)
+    fig.suptitle("pretext tasks on the val split (AVS-only rows have no rotation head, ROT-only rows no AVS)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return fig
+# --- end self-supervised block
+
+
 def read_curves(run_dir: str | Path) -> pd.DataFrame:
     """The epoch lines of metrics.jsonl as a long table: epoch, split (train/val), metric, value.
 
@@ -738,6 +786,11 @@ def build(params: Params, entries: list[GridEntry]) -> Result:
         metric = exp.metrics[0]
         figures.append(out / f"bars_{metric}.png")
         _close(plot_ablation_bars(exp, summary, metric=metric, path=figures[-1]))
+    if "ssl_bars" in exp.plots:  # self-supervised block: transfer top-1 per dataset, pretext metrics
+        figures.append(out / "bars_transfer_top1.png")
+        _close(plot_transfer_bars(exp, summary, path=figures[-1]))
+        figures.append(out / "bars_pretext.png")
+        _close(plot_pretext_bars(exp, summary, path=figures[-1]))
     if "curves" in exp.plots:
         curves = curves_of(exp, runs)
         for metric in ("top1", "loss"):

@@ -54,7 +54,7 @@ def test_rotations_are_a_function_of_seed_and_step():
 
 def test_rotation_loss_decreases_on_a_tiny_overfit_batch(one_torch_thread):
     torch.manual_seed(0)
-    cfg = _cfg("slowfast_tiny_pretrain")
+    cfg = _cfg("slowfast_pretrain_tiny")
     model = build_model(cfg.model).train()
     assert model.head is None and model.rot_head is not None
     x = example_inputs(cfg.model, crop=32, batch=2, generator=torch.Generator().manual_seed(1))
@@ -91,7 +91,7 @@ def test_pretrain_config_is_checked():
 
 def test_avs_pretext_gives_a_loss_in_training_and_eval():
     torch.manual_seed(0)
-    cfg = _cfg("avslowfast_tiny_pretrain")
+    cfg = _cfg("avslowfast_pretrain_tiny")
     model = build_model(cfg.model)
     batch = example_inputs(cfg.model, crop=32, batch=3, with_negatives=True)
     out = model.train()(batch, drop_audio=True)
@@ -100,7 +100,7 @@ def test_avs_pretext_gives_a_loss_in_training_and_eval():
 
 
 # --- transfer -------------------------------------------------------------------------------------
-def _pretrained(tmp_path, preset="avslowfast_tiny_pretrain", *overrides):
+def _pretrained(tmp_path, preset="avslowfast_pretrain_tiny", *overrides):
     torch.manual_seed(1)
     pre = build_model(_cfg(preset, *overrides).model)
     with torch.no_grad():  # make BN buffers differ from a fresh model's too
@@ -176,10 +176,10 @@ def test_init_from_errors_name_the_problem(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="not a readable avsf checkpoint"):
         ssl.apply_transfer(model, cfg.with_overrides([f"model.init_from={bad}"]), tmp_path / "run")
-    _, run, _ = _pretrained(tmp_path, "avslowfast_tiny_pretrain", "model.width=8")
+    _, run, _ = _pretrained(tmp_path, "avslowfast_pretrain_tiny", "model.width=8")
     with pytest.raises(UserError, match=r"shape mismatch at audio\.res2.* \(296 in all\)"):
         ssl.apply_transfer(model, cfg.with_overrides([f"model.init_from={run}"]), tmp_path / "run")
-    sf = build_model(_cfg("slowfast_tiny_pretrain").model)
+    sf = build_model(_cfg("slowfast_pretrain_tiny").model)
     _save(sf, tmp_path / "sf-run")
     with pytest.raises(UserError, match="missing from the checkpoint: audio"):
         ssl.apply_transfer(model, cfg.with_overrides(["model.init_from=sf-run"]), tmp_path / "run")
@@ -208,7 +208,7 @@ def test_grid_transfer_rows_start_from_their_pretrain_rows():
     pre = entries["pt_avsf_avs_rot"]
     for key in ("probe_avsf_avs_rot_ucf101", "ft_avsf_avs_rot_hmdb51"):
         assert entries[key].model.init_from == f"{pre.name}-{pre.config_hash()}"
-    assert entries["probe_sf_rot_hmdb51"].model.init_from.startswith("slowfast_tiny_pretrain-")
+    assert entries["probe_sf_rot_hmdb51"].model.init_from.startswith("slowfast_pretrain_tiny-")
     assert entries["probe_scratch_ucf101"].model.init_from == "" and entries["probe_scratch_ucf101"].model.freeze == "backbone"
     assert entries["ft_scratch_ucf101"].model.freeze == "none"
     assert entries["pt_avsf_rot"].model.pretext == ("rot",) and entries["pt_avsf_avs"].model.pretext == ("avs",)
@@ -228,7 +228,7 @@ def test_pretrain_then_probe_end_to_end(tmp_path, smoke_root):
     roots = {"data.synthetic_root": str(test_data_dir()), "data.num_workers": 0, "solver.epochs": 1}
     pt_root = E.ensure_synthetic_view(kind="ssl_pretrain", synthetic_root=test_data_dir(), scale="smoke")
     hmdb = E.ensure_synthetic_view(kind="hmdb51", synthetic_root=test_data_dir(), scale="smoke")
-    pre = get_preset("avslowfast_tiny_pretrain").with_overrides(
+    pre = get_preset("avslowfast_pretrain_tiny").with_overrides(
         {**roots, "data.dataset": "kinetics", "data.root": str(pt_root)})
     final = train(pre, tmp_path / "pt")
     assert final["task"] == "pretrain" and final["split"] == "val"

@@ -145,7 +145,7 @@ def evaluate_pretext(model: nn.Module, cfg: RunConfig, *, split: str, device: to
 # --- transfer: init_from and freeze ------------------------------------------------------------------
 def resolve_init_path(init_from: str, run_dir: str | Path) -> Path:
     """`init_from` as a path: absolute as given, relative against the run dir's parent (the sweep
-    dir), so configs name a sibling run (``avslowfast_tiny_pretrain-<hash>``) machine-independently."""
+    dir), so configs name a sibling run (``avslowfast_pretrain_tiny-<hash>``) machine-independently."""
     p = Path(init_from).expanduser()
     if not p.is_absolute():
         p = Path(run_dir).absolute().parent / p
