@@ -330,6 +330,8 @@ def validate(cfg: RunConfig) -> RunConfig:
 def _validate_ssl(cfg: RunConfig) -> None:
     m = cfg.model
     _check_choice(m.task, TASKS, "model.task")
+    if m.freeze == "backbone" and cfg.solver.precise_bn:
+        raise ConfigError("model.freeze=backbone keeps the backbone's BN statistics; set solver.precise_bn=false")
     _check_choice(m.freeze, FREEZE_MODES, "model.freeze")
     for p in m.pretext:
         _check_choice(p, PRETEXTS, "model.pretext item")
