@@ -215,7 +215,8 @@ def test_grid_transfer_rows_start_from_their_pretrain_rows():
     shared = E.row_config("fig3_learning_dynamics", "audio_only", scale="smoke", seed=0)
     assert entries["audio_only"].config_hash() == shared.config_hash()  # the run other notebooks share
     paper = {e.row: e.config for e in E.get_grid_entries(
-        "table8_ssl", scale="paper", seeds=[0], data_roots={"kinetics": "/", "ucf101": "/", "hmdb51": "/"})}
+        "table8_ssl", scale="paper", seeds=[0], data_roots={"kinetics": "/", "ucf101": "/", "hmdb51": "/", "kinetics600": "/"})}
+    assert paper["audio_only_k600"].model.num_classes == 600 and paper["audio_only_k600"].data.dataset == "kinetics600"
     p = paper["pt_avsf_avs_rot"].solver
     assert (p.schedule, p.epochs, round(p.warmup_epochs, 2)) == ("steps", 512, 42.67)
     assert paper["probe_avsf_avs_rot_ucf101"].solver.epochs == 2147
