@@ -510,7 +510,8 @@ def rows_table(exp: Experiment | str, summary: pd.DataFrame) -> pd.DataFrame:
     exp = get_experiment(exp) if isinstance(exp, str) else exp
     out = pd.DataFrame({"row": summary["row"], "setting": summary["label"], "seeds": summary["seeds"]})
     for m in exp.metrics:
-        out[m] = [fmt_mean_std(r[f"{m}_mean"], r[f"{m}_std"], int(r[f"{m}_n"])) for _, r in summary.iterrows()]
+        digits = 3 if m.startswith("loss") else 1  # losses (table8_ssl's pretext loss_avs) need more digits
+        out[m] = [fmt_mean_std(r[f"{m}_mean"], r[f"{m}_std"], int(r[f"{m}_n"]), digits) for _, r in summary.iterrows()]
     if exp.compute:
         out["params (M)"] = [fmt_mean_std(r["params_mean"] / 1e6 if r["params_mean"] > 1e3 else r["params_mean"],
                                           None, 1, 2) for _, r in summary.iterrows()]
