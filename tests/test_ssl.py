@@ -230,12 +230,23 @@ def test_pretrain_then_probe_end_to_end(tmp_path, smoke_root):
     pt_root = E.ensure_synthetic_view(kind="ssl_pretrain", synthetic_root=test_data_dir(), scale="smoke")
     hmdb = E.ensure_synthetic_view(kind="hmdb51", synthetic_root=test_data_dir(), scale="smoke")
     pre = get_preset("avslowfast_pretrain_tiny").with_overrides(
-        {**roots, "data.dataset": "kinetics", "data.root": str(pt_root)})
+        {**roots, "data.dataset": "kinetics", "data.root": str(pt_root), "checkpoint_every": 4,
+         "keep_checkpoints": 5})
     final = train(pre, tmp_path / "pt")
     assert final["task"] == "pretrain" and final["split"] == "val"
     assert {"rot_top1", "loss_rot", "loss_avs"} <= set(final) and "top1" not in final
     epoch = json.loads((tmp_path / "pt" / "metrics.jsonl").read_text().splitlines()[0])
     assert {"train_loss_rot", "train_rot_top1", "train_loss_avs", "val_rot_top1", "val_loss_avs"} <= set(epoch)
+    # resume from the step-4 checkpoint: rotations, DropPathway and negatives are drawn again exactly
+    resumed = tmp_path / "pt-resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    (resumed / "config.json").write_text((tmp_path / "pt" / "config.json").read_text())
+    ckpt = tmp_path / "pt" / "checkpoints" / "ckpt-000000004.pt"
+    (resumed / "checkpoints" / ckpt.name).write_bytes(ckpt.read_bytes())
+    assert train(pre, resumed)["rot_top1"] == final["rot_top1"]
+    a = torch.load(tmp_path / "pt" / "checkpoints" / "ckpt-000000010.pt", weights_only=True)["model"]
+    b = torch.load(resumed / "checkpoints" / "ckpt-000000010.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
     probe = get_preset("avslowfast_tiny").with_overrides(
         {**roots, "data.dataset": "hmdb51", "data.root": str(hmdb), "model.avs_stages": "[]",
          "model.init_from": "pt", "model.freeze": "backbone", "data.num_temporal_views": 1, "eval_every": 0})
