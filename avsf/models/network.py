@@ -366,17 +366,17 @@ class AVSlowFast(nn.Module):
 
         if use_avs:
             out.update(self._avs_losses(avs_feats, batch, n))
-        if self.head is None and self.training and out:
-            # self-supervised block: no classifier reads the pooled features (e.g. the audio res5 of a
-            # ROT-only AVSlowFast); tie them in with a zero so DDP sees a gradient for every stage
-            tie = torch.cat(pooled, dim=1).sum() * 0.0
-            out = {k: v + tie for k, v in out.items()}
         elif self.training and len(self.avs) > 0:
             # The AVS projections take no part in this step: tie them in with a zero so DDP
             # (find_unused_parameters=False) still sees a gradient for each of them.
             tie = sum(p.sum() for p in self.avs.parameters()) * 0.0
             for k in out:
                 out[k] = out[k] + tie
+        if self.head is None and self.training and out:
+            # self-supervised block: no classifier reads the pooled features (e.g. the audio res5 of a
+            # ROT-only AVSlowFast); tie them in with a zero so DDP sees a gradient for every stage
+            tie = torch.cat(pooled, dim=1).sum() * 0.0
+            out = {k: v + tie for k, v in out.items()}
         return out
 
     def _avs_losses(self, feats: dict, batch: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
