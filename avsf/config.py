@@ -23,6 +23,11 @@ AV_LATERALS = ("a_fs", "a_f_s", "av_nonlocal")
 DROPPATHWAY_MODES = ("laterals", "pathway")
 AUDIO_TF_BLOCKS = ("concat", "sum", "none")
 HEADS = ("softmax", "sigmoid", "epic")
+# --- self-supervised block (see ModelConfig) ---
+TASKS = ("classify", "pretrain")
+PRETEXTS = ("avs", "rot")
+FREEZE_MODES = ("none", "backbone")
+# --- end self-supervised block ---
 DEPTHS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
 
@@ -71,6 +76,13 @@ class ModelConfig:
     num_nouns: int = 352
     dropout: float = 0.5
     zero_init_final_bn: bool = True
+    # --- self-supervised pretraining and transfer (Table 8, A.1, A.2; avsf/engine/ssl.py) ---
+    task: str = "classify"  # one of TASKS: "classify" (labels) or "pretrain" (pretext tasks only, no labels)
+    pretext: tuple[str, ...] = ()  # task "pretrain": any of PRETEXTS ("avs": audiovisual sync, "rot": rotation)
+    rot_weight: float = 1.0  # weight of the rotation cross-entropy in the pretext loss
+    init_from: str = ""  # run dir (its newest valid checkpoint) or checkpoint file; relative = beside this run dir
+    freeze: str = "none"  # one of FREEZE_MODES: "none" (train all layers) or "backbone" (linear probe)
+    # --- end self-supervised block ---
 
 
 @dataclass
@@ -313,7 +325,47 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_choice(cfg.device, ("auto", "cpu", "cuda"), "device")
     if s.batch_size < 1:
         raise ConfigError(f"solver.batch_size={s.batch_size} must be at least 1")
+    _validate_ssl(cfg)
     return cfg
+
+
+# --- self-supervised block: pretext pretraining and transfer --------------------------
+def _validate_ssl(cfg: RunConfig) -> None:
+    m = cfg.model
+    _check_choice(m.task, TASKS, "model.task")
+    if m.freeze == "backbone" and cfg.solver.precise_bn:
+        raise ConfigError("model.freeze=backbone keeps the backbone's BN statistics; set solver.precise_bn=false")
+    _check_choice(m.freeze, FREEZE_MODES, "model.freeze")
+    for p in m.pretext:
+        _check_choice(p, PRETEXTS, "model.pretext item")
+    if len(set(m.pretext)) != len(m.pretext):
+        raise ConfigError(f"model.pretext={list(m.pretext)} names a task twice")
+    if m.rot_weight < 0:
+        raise ConfigError(f"model.rot_weight={m.rot_weight} must be >= 0")
+    if m.task == "classify":
+        if m.pretext:
+            raise ConfigError(f"model.pretext={list(m.pretext)} needs model.task=pretrain "
+                              f"(a classification run has no pretext tasks; use model.pretext=[])")
+        return
+    if not m.pretext:
+        raise ConfigError("model.task=pretrain needs model.pretext: one or both of avs, rot "
+                          "(e.g. model.pretext=avs,rot)")
+    if m.arch not in ("slowfast", "avslowfast"):
+        raise ConfigError(f"model.task=pretrain is built for arch slowfast or avslowfast, not {m.arch!r}")
+    if m.head != "softmax":
+        raise ConfigError(f"model.task=pretrain has no classification head; leave model.head=softmax, not {m.head!r}")
+    if "avs" in m.pretext:
+        if m.arch != "avslowfast":
+            raise ConfigError(f"pretext avs needs audio: arch avslowfast, not {m.arch!r} (SlowFast pretrains with rot only)")
+        if not m.avs_stages:
+            raise ConfigError("pretext avs needs model.avs_stages (e.g. res3,res4,res5): the AVS loss is computed there")
+    elif m.avs_stages and m.arch == "avslowfast":
+        raise ConfigError(f"model.pretext={list(m.pretext)} without avs but model.avs_stages={list(m.avs_stages)}: "
+                          f"set model.avs_stages=[] (or add avs to model.pretext)")
+    if m.freeze != "none":
+        raise ConfigError("model.freeze=backbone is for transfer (a linear probe); a pretrain run trains "
+                          "its backbone: use model.freeze=none")
+# --- end self-supervised block ---
 
 
 # --- presets --------------------------------------------------------------------------

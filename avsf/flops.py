@@ -21,7 +21,7 @@ from torch import nn
 from avsf.config import ModelConfig
 
 AUDIO_PREFIXES = ("audio.", "av.")  # the Audio pathway and its laterals into the visual pathways
-EXCLUDED_PREFIXES = ("avs.",)  # training-only AVS projections
+EXCLUDED_PREFIXES = ("avs.", "rot_head.")  # training-only AVS projections and rotation head (pretext)
 
 
 def _conv_flops(m: nn.Module, inputs: tuple, out: torch.Tensor) -> int:

@@ -31,6 +31,13 @@ DATA_ROOT_NOTES = {
             "view of the built-in dataset",
     "charades": "Charades folder (frame lists, frames); None means a synthetic multi-label view of the "
                 "built-in dataset",
+    # self-supervised block (table8_ssl)
+    "kinetics600": "Kinetics-600 folder (train.csv, val.csv, videos; Kinetics-400's format) for the audio-only "
+                   "row of claim P1; paper scale only",
+    "ucf101": "UCF101 folder (<class>/<video>.avi and the official classInd.txt, trainlist01.txt, testlist01.txt); "
+              "None means a synthetic UCF101-format view of the built-in dataset",
+    "hmdb51": "HMDB51 folder (<class>/<video>.avi and the official <class>_test_split1.txt files); None means a "
+              "synthetic HMDB51-format view of the built-in dataset",
 }
 
 

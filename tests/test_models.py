@@ -59,6 +59,8 @@ def test_stage_shapes_of_every_preset(name, capsys):
     heads = {p: shape for s, p, shape in rows if s == "head"}
     if cfg.model.head == "epic":
         assert heads == {"verb_logits": (cfg.model.num_verbs,), "noun_logits": (cfg.model.num_nouns,)}
+    elif cfg.model.task == "pretrain":  # self-supervised presets: the rotation head, no classifier
+        assert heads == {"rot_logits": (4,)}
     else:
         assert heads == {"logits": (cfg.model.num_classes or 400,)}
 

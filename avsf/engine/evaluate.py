@@ -182,13 +182,27 @@ def evaluate(run_dir: str | Path) -> dict[str, Any]:
         model.to(device)
         if device.type == "cuda":
             runtime.to_channels_last(model)
-        log.info("testing %s (%d x %d views)", path, cfg.data.num_temporal_views, cfg.data.num_spatial_views)
         t0 = time.perf_counter()
+        if cfg.model.task == "pretrain":  # self-supervised block: pretext metrics on val, no labels to test
+            from avsf.engine import ssl  # noqa: PLC0415
+
+            log.info("pretext metrics of %s on val", path)
+            metrics = ssl.evaluate_pretext(model, cfg, split="val", device=device, rank=info.rank,
+                                           world_size=info.world_size)
+            final = {}
+            if info.is_main:
+                final = write_final(run_dir, cfg, metrics, split="val", task="pretrain", pretext=list(cfg.model.pretext),
+                                    checkpoint=path.name, step=int(state["step"]),
+                                    test_wall_time_s=round(time.perf_counter() - t0, 3))
+            return ddp.broadcast_object(final)
+        log.info("testing %s (%d x %d views)", path, cfg.data.num_temporal_views, cfg.data.num_spatial_views)
         metrics = evaluate_model(model, cfg, split="test", device=device, rank=info.rank,
                                  world_size=info.world_size)
         final = {}
         if info.is_main:
+            init = run_dir / "init_from.json"  # self-supervised block: the checkpoint a transfer run started from
+            extra = {"init_from": json.loads(init.read_text())} if init.is_file() else {}
             final = write_final(run_dir, cfg, metrics, checkpoint=path.name, step=int(state["step"]),
-                                test_wall_time_s=round(time.perf_counter() - t0, 3))
+                                test_wall_time_s=round(time.perf_counter() - t0, 3), **extra)
             log.info("test top-1 %s", final.get("top1", final.get("map")))
         return ddp.broadcast_object(final)

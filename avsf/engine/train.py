@@ -28,6 +28,7 @@ from torch import nn
 from avsf.config import RunConfig
 from avsf.engine import distributed as ddp
 from avsf.engine import runtime
+from avsf.engine import ssl  # self-supervised pretraining and transfer
 from avsf.engine.checkpoint import capture_rng_state, load_checkpoint, load_latest, restore_rng_state, save_checkpoint
 from avsf.engine.evaluate import evaluate_model, headline, write_final
 from avsf.engine.io import atomic_write_json, write_jsonl
@@ -138,6 +139,8 @@ class Trainer:
         model = runtime.build_model(cfg).to(device)
         if device.type == "cuda":
             runtime.to_channels_last(model)
+        # self-supervised block: transfer (model.init_from, model.freeze) before the optimiser sees the params
+        self.init_source = ssl.apply_transfer(model, cfg, run_dir, is_main=info.is_main)
         self.model = model
         if info.world_size > 1:
             self.model = nn.parallel.DistributedDataParallel(
@@ -226,9 +229,15 @@ class Trainer:
         # dropout and anything else drawing from torch's RNG: a function of (seed, step, rank)
         torch.manual_seed(runtime.derive_seed(cfg.seed, "step", self.step, self.info.rank))
         batch = runtime.batch_to_device(batch, cfg, self.device)
+        pretrain = ssl.is_pretrain(cfg)  # self-supervised block: rotate the clips of this step
+        if pretrain:
+            batch = ssl.prepare_pretext_batch(batch, cfg, step=self.step, rank=self.info.rank)
         with runtime.autocast(self.device, bf16=cfg.bf16):
             outputs = self.model(batch, drop_audio=self._drop_audio())
-        loss_task = task_loss(outputs, batch, head=cfg.model.head)
+        if pretrain:  # the pretext loss replaces the task loss; AVS is added below as in supervised runs
+            loss_task, pretext_stats, hits = ssl.pretext_loss(outputs, batch, cfg)
+        else:
+            loss_task = task_loss(outputs, batch, head=cfg.model.head)
         loss = loss_task
         avs = outputs.get("avs_loss")
         if avs is not None:
@@ -239,11 +248,15 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         stages = {k: float(v.detach()) for k, v in outputs.items() if k.startswith("avs_loss/")}
+        if pretrain:  # logged as train_loss_rot, train_rot_top1 (step means); train_top1 = rotation top-1
+            stages.update(pretext_stats)
+        else:
+            hits = batch_top1_hits(outputs, batch, head=cfg.model.head)
         clips = int(next(v for v in batch.values() if isinstance(v, torch.Tensor)).shape[0])
         loss_value = float(loss.detach())
         self.meter.add(clips=clips, loss=loss_value, task=float(loss_task.detach()),
                        avs=None if avs is None else float(avs.detach()), stages=stages,
-                       hits=batch_top1_hits(outputs, batch, head=cfg.model.head))
+                       hits=hits)
         return lr, {"loss": loss_value, "clips": clips}
 
     # --- the loop -----------------------------------------------------------------------
@@ -260,7 +273,12 @@ class Trainer:
         local = torch.tensor([self.meter.clips], dtype=torch.float64)
         clips = int(ddp.all_reduce_sum(local.to(self.device)).item())
         record["clips_per_s"] = round(clips / max(epoch_time, 1e-9), 3)
-        if cfg.eval_every > 0 and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.solver.epochs):
+        if cfg.eval_every > 0 and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.solver.epochs) \
+                and ssl.is_pretrain(cfg):  # self-supervised block: pretext metrics on val
+            val = ssl.evaluate_pretext(_unwrap(self.model), cfg, split="val", device=self.device, rank=self.info.rank,
+                                       world_size=self.info.world_size, dataset=self._val_set())
+            record.update({f"val_{k}": round(v, 6) for k, v in val.items()})
+        elif cfg.eval_every > 0 and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.solver.epochs):
             val = evaluate_model(_unwrap(self.model), cfg, split="val", device=self.device, rank=self.info.rank,
                                  world_size=self.info.world_size, dataset=self._val_set())
             record.update(headline(val, prefix="val"))
@@ -329,6 +347,8 @@ class Trainer:
         self._save()
 
     def test(self) -> dict[str, Any]:
+        if ssl.is_pretrain(self.cfg):
+            return self._test_pretext()
         t0 = time.perf_counter()
         metrics = evaluate_model(_unwrap(self.model), self.cfg, split="test", device=self.device, rank=self.info.rank,
                                  world_size=self.info.world_size)
@@ -338,11 +358,41 @@ class Trainer:
             final = write_final(self.run_dir, self.cfg, metrics, step=self.step, epochs=self.epoch,
                                 train_wall_time_s=last.get("wall_time_s"),
                                 test_wall_time_s=round(time.perf_counter() - t0, 3),
-                                world_size=self.info.world_size, device=str(self.device.type))
+                                world_size=self.info.world_size, device=str(self.device.type),
+                                **({"init_from": self.init_source} if self.init_source else {}))
             test_line = {"kind": "test", "epoch": self.epoch, "step": self.step, **headline(metrics, prefix="test")}
             write_jsonl(self.run_dir / "metrics.jsonl", self.history + [test_line])
             log.info("test: %s", ", ".join(f"{k} {v:.2f}" for k, v in headline(metrics, prefix="test").items()))
         return ddp.broadcast_object(final)
+
+
+    # --- self-supervised block: a pretrain run has no labels to test; final.json holds the pretext
+    # metrics on the val split
+    def _test_pretext(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        last = self.history[-1] if self.history else {}
+        prefix = "val_"
+        if last.get("epoch") == self.epoch and any(k.startswith(prefix) for k in last) and not self.cfg.solver.precise_bn:
+            # the last epoch was just validated with these very weights: the same numbers, no second pass
+            metrics = {k[len(prefix):]: v for k, v in last.items() if k.startswith(prefix)}
+        else:
+            metrics = ssl.evaluate_pretext(_unwrap(self.model), self.cfg, split="val", device=self.device,
+                                           rank=self.info.rank, world_size=self.info.world_size,
+                                           dataset=self._val_set())
+        final: dict[str, Any] = {}
+        if self.info.is_main:
+            last = self.history[-1] if self.history else {}
+            final = write_final(self.run_dir, self.cfg, metrics, split="val", task="pretrain",
+                                pretext=list(self.cfg.model.pretext), step=self.step, epochs=self.epoch,
+                                train_wall_time_s=last.get("wall_time_s"),
+                                test_wall_time_s=round(time.perf_counter() - t0, 3),
+                                world_size=self.info.world_size, device=str(self.device.type))
+            line = {"kind": "test", "split": "val", "epoch": self.epoch, "step": self.step,
+                    **{f"val_{k}": round(v, 6) for k, v in metrics.items()}}
+            write_jsonl(self.run_dir / "metrics.jsonl", self.history + [line])
+            log.info("pretext (val): %s", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        return ddp.broadcast_object(final)
+    # --- end self-supervised block
 
 
 def train(cfg: RunConfig, run_dir: str | Path, *, fresh: bool = False,

@@ -126,7 +126,8 @@ class AVSlowFast(nn.Module):
         if cfg.arch not in ("slowfast", "avslowfast", "audio_only"):
             raise ConfigError(f"AVSlowFast builds arch slowfast, avslowfast or audio_only, not {cfg.arch!r} "
                               f"(late_fusion: use build_model)")
-        if cfg.head != "epic" and cfg.num_classes < 1:
+        pretrain = cfg.task == "pretrain"  # self-supervised block: no classifier, pretext heads
+        if cfg.head != "epic" and cfg.num_classes < 1 and not pretrain:
             raise ConfigError(f"model.num_classes={cfg.num_classes}: set it to the dataset's class count "
                               f"(smoke presets leave 0 for the trainer to fill in)")
         self.cfg = cfg
@@ -182,7 +183,15 @@ class AVSlowFast(nn.Module):
             head_dim += geo.slow["res5"] + geo.fast["res5"]
         if self.has_audio and (cfg.arch == "audio_only" or cfg.pool5_fusion):
             head_dim += geo.audio["res5"]
-        if cfg.head == "epic":
+        # --- self-supervised block: a pretrain model has pretext heads instead of a classifier
+        self.frozen_backbone = False
+        self.rot_head: nn.Module | None = None
+        if pretrain and "rot" in cfg.pretext and self.has_visual:
+            self.rot_head = nn.Linear(geo.slow["res5"] + geo.fast["res5"], 4)  # 0/90/180/270 degrees
+        # --- end self-supervised block
+        if pretrain:
+            self.head = None
+        elif cfg.head == "epic":
             self.head: nn.Module = EpicHead(dim_in=head_dim, num_verbs=cfg.num_verbs, num_nouns=cfg.num_nouns,
                                             dropout=cfg.dropout)
         else:
@@ -277,10 +286,31 @@ class AVSlowFast(nn.Module):
         return int(n)
 
     # --- forward ------------------------------------------------------------------------
+    # --- self-supervised block: the linear probe -----------------------------------------------
+    def freeze_backbone(self) -> None:
+        """Everything but the classifier's final linear layer (``head.fc``) is frozen: no
+        gradients (so no optimiser state) and, whatever ``train()`` is called with, in eval mode
+        (BN running statistics kept, no DropPathway). The head's dropout stays active."""
+        if self.head is None or not hasattr(self.head, "fc"):
+            raise ConfigError("model.freeze=backbone needs a softmax/sigmoid classifier head (head.fc)")
+        for name, p in self.named_parameters():
+            p.requires_grad_(name.startswith("head.fc."))
+        self.frozen_backbone = True
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "AVSlowFast":
+        super().train(mode)
+        if self.frozen_backbone:
+            for name, child in self.named_children():
+                if name != "head":
+                    child.eval()
+        return self
+    # --- end self-supervised block
+
     def draw_drop(self, drop_audio: bool | None) -> bool:
-        """This iteration's DropPathway decision (False in eval and for models without laterals
-        to drop)."""
-        if not self.training or self.cfg.arch != "avslowfast":
+        """This iteration's DropPathway decision (False in eval, for a frozen backbone and for
+        models without laterals to drop)."""
+        if not self.training or self.cfg.arch != "avslowfast" or self.frozen_backbone:
             return False
         if drop_audio is not None:
             return bool(drop_audio)
@@ -292,7 +322,8 @@ class AVSlowFast(nn.Module):
         c = self.cfg
         drop = self.draw_drop(drop_audio)
         gate = 0.0 if drop else 1.0
-        use_avs = self.training and len(self.avs) > 0 and "audio_neg" in batch
+        # a pretrain model also scores AVS in eval (validation of the pretext task)
+        use_avs = (self.training or c.task == "pretrain") and len(self.avs) > 0 and "audio_neg" in batch
 
         s = batch["slow"] if self.has_visual else None
         f = batch["fast"] if self.has_visual else None
@@ -329,7 +360,9 @@ class AVSlowFast(nn.Module):
         if self.has_audio and (c.arch == "audio_only" or c.pool5_fusion):
             head_gate = gate if c.droppathway_mode == "pathway" else 1.0
             pooled.append(_pool(a[:n]) * head_gate)
-        out = self.head(torch.cat(pooled, dim=1))
+        out = self.head(torch.cat(pooled, dim=1)) if self.head is not None else {}
+        if self.rot_head is not None:  # self-supervised block: rotation logits from the visual features
+            out["rot_logits"] = self.rot_head(torch.cat(pooled[:2], dim=1))
 
         if use_avs:
             out.update(self._avs_losses(avs_feats, batch, n))
@@ -339,6 +372,11 @@ class AVSlowFast(nn.Module):
             tie = sum(p.sum() for p in self.avs.parameters()) * 0.0
             for k in out:
                 out[k] = out[k] + tie
+        if self.head is None and self.training and out:
+            # self-supervised block: no classifier reads the pooled features (e.g. the audio res5 of a
+            # ROT-only AVSlowFast); tie them in with a zero so DDP sees a gradient for every stage
+            tie = torch.cat(pooled, dim=1).sum() * 0.0
+            out = {k: v + tie for k, v in out.items()}
         return out
 
     def _avs_losses(self, feats: dict, batch: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
