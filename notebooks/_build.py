@@ -31,6 +31,8 @@ DATA_ROOT_NOTES = {
             "view of the built-in dataset",
     "charades": "Charades folder (frame lists, frames); None means a synthetic multi-label view of the "
                 "built-in dataset",
+    "ava": "AVA v2.1/v2.2 folder (videos/, annotations/ with the box CSVs, proposals and label map; see "
+           "avsf/data/datasets/ava.py); None means the built-in synthetic AVA-format detection data",
 }
 
 

@@ -142,7 +142,11 @@ def compute_cost(cfg: RunConfig) -> dict[str, Any]:
     """Params and GFLOPs per view at the test crop (the paper's convention), and x views."""
     from avsf.flops import count_model
 
-    cost = count_model(cfg.model, cfg.data.test_crop)
+    if cfg.model.task == "detect":  # counted as the paper counts AVA: short side x 1.25 (256 x 320)
+        side = cfg.data.test_short_side
+        cost = count_model(cfg.model, side, width=int(round(side * 1.25)))
+    else:
+        cost = count_model(cfg.model, cfg.data.test_crop)
     views = cfg.data.num_temporal_views * cfg.data.num_spatial_views
     return {"params": int(cost["params"]), "gflops": float(cost["gflops"]), "views": views,
             "gflops_x_views": f"{float(cost['gflops']):.2f} x {views}",
