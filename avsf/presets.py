@@ -213,7 +213,9 @@ def _tiny_ava(arch: str) -> RunConfig:
     cfg.data.train_jitter, cfg.data.train_crop = (64, 72), 64
     cfg.data.test_short_side, cfg.data.test_crop = 64, 64
     cfg.data.num_temporal_views = cfg.data.num_spatial_views = 1
-    cfg.solver.epochs, cfg.solver.warmup_epochs = 6, 0.5
+    # 8 epochs of ~10 steps, peak lr 0.1: on a loaded 2-core machine ~2 min per run (at 6 epochs
+    # and peak 0.05 the detectors stayed near the class frequencies)
+    cfg.solver.epochs, cfg.solver.warmup_epochs, cfg.solver.base_lr = 8, 0.5, 0.2
     return cfg
 
 

@@ -116,7 +116,7 @@ def test_check_data_lists_ava_bad_lines(tmp_path):
     root = _write_dataset(tmp_path, gt="vidA,902,0.1,0.2,0.5,0.9,1,0\nvidA,902,0.1,0.2,1.5,0.9,1,0\n")
     report = scan_dataset(dataset="ava", root=str(root), split_file=None, split="train", workers=1, timeout_s=20)
     assert report.bad_lines == [{"line": 2, "text": "vidA,902,0.1,0.2,1.5,0.9,1,0",
-                                 "reason": "box (0.1, 0.2, 1.5, 0.9) lies outside [0, 1] (coordinates are normalised)"}]
+                                 "reason": "ava_train_v2.2.csv: box (0.1, 0.2, 1.5, 0.9) lies outside [0, 1] (coordinates are normalised)"}]
 
 
 def test_config_checks():

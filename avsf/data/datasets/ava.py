@@ -419,7 +419,8 @@ def read_split_listing(*, root: str | os.PathLike, split_dir: str | os.PathLike,
     s = read_split(root=root, split=split, annotation_dir_=ann, test_boxes="gt", check_videos=True)
     used = sorted({kf.video for kf in s.keyframes})
     records = [VideoRecord(path=s.videos[v], name=v) for v in used if v in s.videos]
-    return SplitListing(records=records, bad_lines=s.bad_lines, num_classes=len(s.class_ids),
+    bad = [BadLine(b.file, b.line_no, b.text, f"{Path(b.file).name}: {b.reason}") for b in s.bad_lines]
+    return SplitListing(records=records, bad_lines=bad, num_classes=len(s.class_ids),
                         class_names=s.class_names, multi_label=True, split_file=s.files["gt"])
 
 
