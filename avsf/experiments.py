@@ -271,10 +271,10 @@ _register(Experiment(
 
 
 _register(Experiment(
-    name="table7_ava", title="AVA action detection: SlowFast vs AVSlowFast detectors (frame mAP)",
+    name="table7_ava", title="AVA action detection (frame mAP)",
     artifact="Table 7", datasets=("ava",), metrics=("mAP",), compute=True, plots=("bars", "per_class"),
-    rows=(Row("slowfast_ava", "SlowFast R50 detector (visual only)", family="slowfast_ava", dataset="ava"),
-          Row("avslowfast_ava", "AVSlowFast R50 detector", family="avslowfast_ava", dataset="ava", default=True),
+    rows=(Row("slowfast_ava", "SlowFast detector (visual only)", family="slowfast_ava", dataset="ava"),
+          Row("avslowfast_ava", "AVSlowFast detector", family="avslowfast_ava", dataset="ava", default=True),
           Row("slowfast_r101_ava", "SlowFast R101 detector", family="slowfast_r101_ava", dataset="ava",
               scales=("paper",)),
           Row("avslowfast_r101_ava", "AVSlowFast R101 detector", family="avslowfast_r101_ava", dataset="ava",

@@ -198,7 +198,7 @@ def test_detector_shapes_and_backward(preset, one_torch_thread):
 
     cfg = get_preset(preset).with_overrides(["model.num_classes=5"])
     model = build_model(cfg.model)
-    batch = example_inputs(cfg.model, crop=64, batch=2, width=80, with_negatives=True)
+    batch = example_inputs(cfg.model, crop=64, batch=2, width=80, with_negatives=True)  # res5: 4 x 5
     batch["boxes"] = torch.tensor([[0, 1.0, 2, 30, 60], [1, 10, 10, 50, 40], [1, 0, 0, 80, 64]])
     feats = {}
     model.slow["res5"].register_forward_hook(lambda m, i, o: feats.update(res5=o.shape) and None)
