@@ -3,7 +3,9 @@
 the detector's test pass that feeds it.
 
 Per class, per frame (``(video_id, timestamp)``): the frame's detections of the class are
-taken in descending score order; each is matched to the ground-truth box of the class with
+taken in descending score order (the official code takes them in the order of the detections
+file: no sort since its per-image NMS step was dropped; the two agree when the file lists a
+frame's boxes by score, and sorting makes the result independent of the order); each is matched to the ground-truth box of the class with
 the highest IoU in that frame; it is a true positive when that IoU is >= 0.5 and that box is
 not yet matched (the box is then marked matched), else a false positive (as the official
 code: a detection whose best box is already taken does not fall back to another box).
@@ -14,6 +16,10 @@ VOC all-point interpolated AP (precision made monotone from the right, summed ov
 recall steps). mAP = mean over the classes with at least one ground-truth box. Frames in the
 excluded-timestamps list and classes outside the label map are removed first. IoU uses area
 = width x height (no +1), as ``np_box_ops``.
+
+Checked against PySlowFast's copy of the official evaluator (``ava_evaluation/``,
+PascalDetectionEvaluator) on 12 random cases of 30 frames x 5 classes, detections listed by
+score: the same mAP to 1e-9 (not part of the tests: the reference code is not a dependency).
 """
 
 from __future__ import annotations
