@@ -3,10 +3,11 @@
 the detector's test pass that feeds it.
 
 Per class, per frame (``(video_id, timestamp)``): the frame's detections of the class are
-taken in descending score order (the official code takes them in the order of the detections
-file: no sort since its per-image NMS step was dropped; the two agree when the file lists a
-frame's boxes by score, and sorting makes the result independent of the order); each is matched to the ground-truth box of the class with
-the highest IoU in that frame; it is a true positive when that IoU is >= 0.5 and that box is
+taken in descending score order (the official code takes them in the order of the
+detections file: no sort since its per-image NMS step was dropped; the two agree when the
+file lists a frame's boxes by score, and sorting makes the result independent of the
+order); each is matched to the ground-truth box of the class with the highest IoU in that
+frame; it is a true positive when that IoU is >= 0.5 and that box is
 not yet matched (the box is then marked matched), else a false positive (as the official
 code: a detection whose best box is already taken does not fall back to another box).
 Detections on frames without ground truth are false positives. Then over all frames:
