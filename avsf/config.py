@@ -23,11 +23,14 @@ AV_LATERALS = ("a_fs", "a_f_s", "av_nonlocal")
 DROPPATHWAY_MODES = ("laterals", "pathway")
 AUDIO_TF_BLOCKS = ("concat", "sum", "none")
 HEADS = ("softmax", "sigmoid", "epic")
+TASKS = ("classify", "detect", "pretrain")  # detect: the AVA detector of appendix A.7; pretrain: pretext tasks only
 # --- self-supervised block (see ModelConfig) ---
-TASKS = ("classify", "pretrain")
 PRETEXTS = ("avs", "rot")
 FREEZE_MODES = ("none", "backbone")
 # --- end self-supervised block ---
+ROI_POOLS = ("max", "avg")
+AVA_VERSIONS = ("v2.1", "v2.2")
+AVA_BOX_SOURCES = ("gt", "proposals")
 DEPTHS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
 
@@ -76,20 +79,26 @@ class ModelConfig:
     num_nouns: int = 352
     dropout: float = 0.5
     zero_init_final_bn: bool = True
+    # what the network is trained for: one of TASKS. "classify": a label per clip; "detect": actions
+    # per person box (AVA); "pretrain": self-supervised pretext tasks only, no labels
+    task: str = "classify"
     # --- self-supervised pretraining and transfer (Table 8, A.1, A.2; avsf/engine/ssl.py) ---
-    task: str = "classify"  # one of TASKS: "classify" (labels) or "pretrain" (pretext tasks only, no labels)
     pretext: tuple[str, ...] = ()  # task "pretrain": any of PRETEXTS ("avs": audiovisual sync, "rot": rotation)
     rot_weight: float = 1.0  # weight of the rotation cross-entropy in the pretext loss
     init_from: str = ""  # run dir (its newest valid checkpoint) or checkpoint file; relative = beside this run dir
     freeze: str = "none"  # one of FREEZE_MODES: "none" (train all layers) or "backbone" (linear probe)
     # --- end self-supervised block ---
+    # --- Detection (AVA, appendix A.7; see avsf.models.heads.DetectionHead) ---------------
+    res5_dilation: int = 2  # detect: Slow/Fast res5 with spatial stride 1 and this dilation
+    roi_resolution: int = 7  # detect: RoIAlign output size (PySlowFast POOLER_RESOLUTION)
+    roi_spatial_pool: str = "max"  # detect: pooling of the RoI features, "max" (PySlowFast) or "avg"
 
 
 @dataclass
 class DataConfig:
     """What is decoded and how it is sampled. Sizes are in pixels, frames and mel frames."""
 
-    dataset: str = "synthetic"  # kinetics, kinetics_sounds, charades, epic, ucf101, hmdb51, synthetic
+    dataset: str = "synthetic"  # kinetics, kinetics_sounds, charades, epic, ucf101, hmdb51, ava, synthetic
     root: str = ""  # dataset root; empty = the built-in dataset at `synthetic_root`
     synthetic_root: str = "data/synthetic"  # where `avsf synth` writes (generated on first use)
     synthetic_scale: str = "smoke"
@@ -123,6 +132,13 @@ class DataConfig:
     num_workers: int = 2
     decode_failure: str = "replace"  # "replace" (count and log) or "strict" (raise)
     decode_timeout_s: float = 60.0
+    # --- AVA (dataset "ava"; layout in avsf/data/datasets/ava.py) ---------------------------
+    ava_version: str = "v2.2"  # which annotation file names to read: v2.1 or v2.2
+    ava_annotation_dir: str = ""  # folder of the CSVs and the label map; empty = ROOT/annotations
+    ava_time_offset: float = 900.0  # movie second at the video file's t=0 (900: the 15-min cuts)
+    ava_proposal_threshold: float = 0.8  # person proposals with a lower score are not used
+    ava_train_proposals: bool = False  # train on proposals above the threshold too (besides GT)
+    ava_test_boxes: str = "proposals"  # boxes scored at val/test: "proposals" or "gt"
 
 
 @dataclass
@@ -306,6 +322,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_choice(m.droppathway_mode, DROPPATHWAY_MODES, "model.droppathway_mode")
     _check_choice(m.audio_tf_block, AUDIO_TF_BLOCKS, "model.audio_tf_block")
     _check_choice(m.head, HEADS, "model.head")
+    _check_detection(m, d)
     if not m.stage_depths:
         _check_choice(m.depth, tuple(DEPTHS), "model.depth")
     elif len(m.stage_depths) != 4 or min(m.stage_depths) < 1:
@@ -342,10 +359,10 @@ def _validate_ssl(cfg: RunConfig) -> None:
         raise ConfigError(f"model.pretext={list(m.pretext)} names a task twice")
     if m.rot_weight < 0:
         raise ConfigError(f"model.rot_weight={m.rot_weight} must be >= 0")
-    if m.task == "classify":
+    if m.task != "pretrain":
         if m.pretext:
             raise ConfigError(f"model.pretext={list(m.pretext)} needs model.task=pretrain "
-                              f"(a classification run has no pretext tasks; use model.pretext=[])")
+                              f"(a classification or detection run has no pretext tasks; use model.pretext=[])")
         return
     if not m.pretext:
         raise ConfigError("model.task=pretrain needs model.pretext: one or both of avs, rot "
@@ -366,6 +383,27 @@ def _validate_ssl(cfg: RunConfig) -> None:
         raise ConfigError("model.freeze=backbone is for transfer (a linear probe); a pretrain run trains "
                           "its backbone: use model.freeze=none")
 # --- end self-supervised block ---
+def _check_detection(m: ModelConfig, d: DataConfig) -> None:
+    """The detection (AVA) block of ModelConfig and DataConfig."""
+    _check_choice(m.task, TASKS, "model.task")
+    _check_choice(m.roi_spatial_pool, ROI_POOLS, "model.roi_spatial_pool")
+    _check_choice(d.ava_version, AVA_VERSIONS, "data.ava_version")
+    _check_choice(d.ava_test_boxes, AVA_BOX_SOURCES, "data.ava_test_boxes")
+    if not 0.0 <= d.ava_proposal_threshold <= 1.0:
+        raise ConfigError(f"data.ava_proposal_threshold={d.ava_proposal_threshold} must be in [0, 1]")
+    if m.res5_dilation < 1 or m.roi_resolution < 1:
+        raise ConfigError(f"model.res5_dilation={m.res5_dilation} and model.roi_resolution={m.roi_resolution} "
+                          f"must be at least 1")
+    if m.task == "detect":
+        if m.arch not in ("slowfast", "avslowfast"):
+            raise ConfigError(f"model.task=detect needs a visual model (arch slowfast or avslowfast), not "
+                              f"{m.arch!r}: the RoI head pools person boxes from the Slow and Fast features")
+        if m.head != "sigmoid":
+            raise ConfigError(f"model.task=detect predicts several actions per person: set model.head=sigmoid "
+                              f"(got {m.head!r})")
+    if d.dataset == "ava" and m.task != "detect":
+        raise ConfigError("data.dataset=ava gives person boxes, not clip labels: set model.task=detect "
+                          "(e.g. the presets avslowfast_r50_ava, slowfast_tiny_ava)")
 
 
 # --- presets --------------------------------------------------------------------------

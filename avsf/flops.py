@@ -86,9 +86,12 @@ def count_params(model: nn.Module, *, exclude: tuple[str, ...] = EXCLUDED_PREFIX
     return sum(p.numel() for name, p in model.named_parameters() if not name.startswith(exclude))
 
 
-def count_model(cfg: ModelConfig, crop: int) -> dict:
+def count_model(cfg: ModelConfig, crop: int, *, width: int | None = None) -> dict:
     """{"params", "gflops", "gflops_audio", "gflops_by_op", "crop"} of `cfg` for one view at a
-    `crop` x `crop` input (the model's audio size), eval mode, batch 1, on the meta device.
+    `crop` x `crop` input (`crop` x `width` when given: the paper counts AVA at 256 x 320)
+    and the model's audio size, eval mode, batch 1, on the meta device. A detector
+    (``task="detect"``) is counted with one person box (RoIAlign and pooling count nothing,
+    as in fvcore; the box's linear layer is counted).
 
     "gflops_audio" is the Audio pathway's and its laterals' share of "gflops". A late-fusion
     config counts both of its models. A config with num_classes=0 (smoke presets) is counted
@@ -106,7 +109,7 @@ def count_model(cfg: ModelConfig, crop: int) -> dict:
             model = AVSlowFast(part).eval()
         counter = FlopCounter(model)
         with torch.no_grad():
-            model(example_inputs(part, crop=crop, batch=1, device="meta"))
+            model(example_inputs(part, crop=crop, batch=1, device="meta", width=width))
         counter.remove()
         params += count_params(model)
         flops += counter.total(exclude=EXCLUDED_PREFIXES)

@@ -287,8 +287,11 @@ def metric_of(final: dict, name: str) -> float | None:
 
 def per_class_of(final: dict) -> dict[str, float]:
     """Per-class accuracy (percent) of a final.json, keyed by class name (classes without a
-    test video are left out). The evaluator writes ``per_class_accuracy`` as {name: value}."""
+    test video are left out). The evaluator writes ``per_class_accuracy`` as {name: value};
+    runs without it (sigmoid heads, AVA detectors) give their ``per_class_ap``."""
     value = final.get("per_class_accuracy")
+    if value is None:  # multi-label and detection runs (AVA): per-class AP
+        value = final.get("per_class_ap")
     if isinstance(value, list):  # a list in class order, named by class_names
         names = final.get("class_names") or [str(i) for i in range(len(value))]
         value = dict(zip(names, value))
@@ -713,18 +716,24 @@ def overfit_epoch(curves: pd.DataFrame, row: str, *, metric: str = "top1") -> fl
     return float(mean.idxmax())
 
 
-def per_class_gains(base_runs: list[str | Path], new_runs: list[str | Path]) -> pd.Series:
-    """Per-class accuracy of the new rows minus the baseline's (mean over seeds), sorted."""
-    def mean_per_class(dirs):
-        frames = [pd.Series(per_class_of(read_json(Path(d) / "final.json"))) for d in dirs]
-        return pd.concat(frames, axis=1).mean(axis=1) if frames else pd.Series(dtype=float)
+def _mean_per_class(dirs: list[str | Path]) -> pd.Series:
+    frames = [pd.Series(per_class_of(read_json(Path(d) / "final.json")), dtype=float) for d in dirs]
+    return pd.concat(frames, axis=1).mean(axis=1) if frames else pd.Series(dtype=float)
 
-    base, new = mean_per_class(base_runs), mean_per_class(new_runs)
+
+def per_class_gains(base_runs: list[str | Path], new_runs: list[str | Path], *, relative: bool = False) -> pd.Series:
+    """Per-class accuracy (or AP) of the new rows minus the baseline's (mean over seeds),
+    sorted; ``relative``: new / baseline instead (classes where the baseline is 0 are left out)."""
+    base, new = _mean_per_class(base_runs), _mean_per_class(new_runs)
     common = base.index.intersection(new.index)
+    if relative:
+        common = common[base[common].to_numpy() > 0]
+        return (new[common] / base[common]).sort_values(ascending=False)
     return (new[common] - base[common]).sort_values(ascending=False)
 
 
-def plot_per_class_gain(gains: pd.Series, *, path: Path, title: str, top: int = 10):
+def plot_per_class_gain(gains: pd.Series, *, path: Path, title: str, top: int = 10,
+                        xlabel: str = "top-1 gain (percentage points)"):
     """Bars of the largest per-class gains and losses."""
     plt = _pyplot()
     shown = pd.concat([gains.head(top), gains.tail(top)]) if len(gains) > 2 * top else gains
@@ -735,7 +744,7 @@ def plot_per_class_gain(gains: pd.Series, *, path: Path, title: str, top: int = 
     ax.set_yticklabels(shown.index, fontsize=7)
     ax.invert_yaxis()
     ax.axvline(0, color="k", lw=0.8)
-    ax.set_xlabel("top-1 gain (percentage points)")
+    ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -748,7 +757,13 @@ def compute_of(cfg) -> dict[str, float]:
     (:func:`avsf.flops.count_model`; shapes only, on the meta device, so it is quick)."""
     from avsf.flops import count_model  # noqa: PLC0415 (imports the model stack)
 
-    counts = count_model(cfg.model, cfg.data.test_crop)
+    if cfg.model.task == "detect":
+        # AVA detectors test fully convolutionally on the short-side-resized frame: the paper
+        # counts them at 256 x 320 (short side x 1.25)
+        side = cfg.data.test_short_side
+        counts = count_model(cfg.model, side, width=int(round(side * 1.25)))
+    else:
+        counts = count_model(cfg.model, cfg.data.test_crop)
     return {"params": float(counts["params"]), "gflops": float(counts["gflops"]),
             "gflops_audio": float(counts.get("gflops_audio", float("nan"))),
             "views": float(cfg.data.num_temporal_views * cfg.data.num_spatial_views)}
@@ -876,7 +891,8 @@ def _overfit_claims(exp: Experiment, curves: pd.DataFrame, runs: pd.DataFrame) -
 
 
 def _per_class(exp: Experiment, runs: pd.DataFrame, out: Path):
-    """Per-class gains of the claimed row over the baseline; P3/P4 name the paper's classes."""
+    """Per-class gains of the claimed row over the baseline; the per-class claims name the
+    paper's classes with an absolute gain (``swim +30.2``) or a ratio (``throw 2.0x``)."""
     link = next(c for c in exp.claims if c.rule == "per_class")
     base_key, new_key = link.rows
     def dirs(key):
@@ -884,27 +900,41 @@ def _per_class(exp: Experiment, runs: pd.DataFrame, out: Path):
 
     gains = per_class_gains(dirs(base_key), dirs(new_key))
     if not len(gains):
-        return {c.claim_id: {"held": "not run at this scale"} for c in exp.claims}, None, None
+        return {c.claim_id: {"held": "not run at this scale"} for c in exp.claims if c.rule == "per_class"}, None, None
+    ap = link.metric == "mAP"
     fig_path = out / "per_class_gain.png"
-    _close(plot_per_class_gain(gains, path=fig_path, title=f"{exp.artifact}: AVSlowFast minus SlowFast, per class"))
+    _close(plot_per_class_gain(gains, path=fig_path, title=f"{exp.artifact}: AVSlowFast minus SlowFast, per class",
+                               xlabel="AP gain (percentage points)" if ap else "top-1 gain (percentage points)"))
     top = "; ".join(f"{k} {v:+.1f}" for k, v in gains.head(5).items())
     bottom = "; ".join(f"{k} {v:+.1f}" for k, v in gains.tail(5)[::-1].items())
+    ratios = per_class_gains(dirs(base_key), dirs(new_key), relative=True)
     claims = {c["id"]: c for c in load_claims()}
     extra = {}
     for c in exp.claims:
         if c.rule != "per_class":
             continue
         named = [part.strip().rsplit(" ", 1) for part in claims[c.claim_id]["claimed_delta"].split(";")]
-        ours_named = {name: gains.get(name) for name, _ in named if name in gains.index}
+        relative = all(value.strip().lower().endswith("x") for _, value in named)
+        series = ratios if relative else gains
+        pivot = 1.0 if relative else 0.0
+        ours_named = {name: series.get(name) for name, _ in named if name in series.index}
         if not ours_named:
             held = "not comparable: the paper's classes are not in this dataset"
         else:
-            agree = [(gains[name] > 0) == (float(value) > 0) for name, value in named if name in gains.index]
+            agree = [(series[name] > pivot) == (parse_number(value) > pivot) for name, value in named
+                     if name in series.index]
             held = f"{sum(agree)}/{len(agree)} named classes move the claimed way"
-        gains_claimed = all(float(value) > 0 for _, value in named)
-        extra[c.claim_id] = {"ours_delta": top if gains_claimed else bottom,
-                             "seeds": int(min(len(dirs(base_key)), len(dirs(new_key)))), "held": held}
+        gains_claimed = all((parse_number(value) or 0) > pivot for _, value in named)
+        if relative:
+            shown = ratios.head(5) if gains_claimed else ratios.tail(5)[::-1]
+            ours = "; ".join(f"{k} {v:.2f}x" for k, v in shown.items())
+        else:
+            ours = top if gains_claimed else bottom
+        extra[c.claim_id] = {"ours_delta": ours, "seeds": int(min(len(dirs(base_key)), len(dirs(new_key)))),
+                             "held": held}
     note = f"Largest gains: {top}. Largest losses: {bottom}."
+    if ap and len(ratios):
+        note += " Largest relative gains: " + "; ".join(f"{k} {v:.2f}x" for k, v in ratios.head(3).items()) + "."
     return extra, fig_path, note
 
 

@@ -38,6 +38,8 @@ DATA_ROOT_NOTES = {
               "None means a synthetic UCF101-format view of the built-in dataset",
     "hmdb51": "HMDB51 folder (<class>/<video>.avi and the official <class>_test_split1.txt files); None means a "
               "synthetic HMDB51-format view of the built-in dataset",
+    "ava": "AVA v2.1/v2.2 folder (videos/, annotations/ with the box CSVs, proposals and label map; see "
+           "avsf/data/datasets/ava.py); None means the built-in synthetic AVA-format detection data",
 }
 
 

@@ -36,7 +36,8 @@ def _expected_rows(cfg, crop):
     for i, st in enumerate(("pool1", "res2", "res3", "res4", "res5")):
         mult = 1 if st == "pool1" else 2 ** (i + 1)
         if st in ("res3", "res4", "res5"):
-            size, at, af = -(-size // 2), -(-at // 2), -(-af // 2)
+            detector_res5 = st == "res5" and cfg.task == "detect"  # appendix A.7: res5 stride 1
+            size, at, af = size if detector_res5 else -(-size // 2), -(-at // 2), -(-af // 2)
         if visual:
             rows[(st, "slow")] = (w * mult, t, size, size)
             rows[(st, "fast")] = (fw * mult, t * a, size, size)

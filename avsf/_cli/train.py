@@ -11,7 +11,8 @@ HELP = "train a preset in a run directory (reruns resume), then run the multi-vi
 def add_arguments(p) -> None:
     p.add_argument("--preset", required=True, help="preset name (`avsf presets` lists them)")
     p.add_argument("--data", default=None, metavar="DIR",
-                   help="dataset root in Kinetics format (train.csv, val.csv, test.csv); "
+                   help="dataset root in Kinetics format (train.csv, val.csv, test.csv), or for AVA presets "
+                        "an AVA root (videos/, annotations/); "
                         "default: the preset's dataset (the built-in synthetic one is generated on first use)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (config, checkpoints, metrics)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -34,7 +35,11 @@ def build_config(args):
         root = Path(args.data)
         if not root.is_dir():
             raise UserError(f"--data {root}: no such directory; give a dataset root holding train.csv")
-        if not (root / "train.csv").is_file():
+        if get_preset(args.preset).data.dataset == "ava":  # AVA: videos/ and annotations/ (datasets/ava.py)
+            if not (root / "annotations").is_dir() and not any(o.startswith("data.ava_annotation_dir=") for o in overrides):
+                raise UserError(f"--data {root}: no annotations/ folder there; an AVA root holds videos/ and "
+                                f"annotations/ (box CSVs, label map), or set data.ava_annotation_dir")
+        elif not (root / "train.csv").is_file():
             raise UserError(f"--data {root}: no train.csv there; a dataset root holds train.csv, val.csv and "
                             f"test.csv (`avsf synth` writes one)")
         overrides.append(f"data.root={root.resolve()}")

@@ -76,13 +76,19 @@ def batch_plan(*, num_items: int, batch_size: int, shuffle: bool, seed: int, epo
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack samples into a batch; the replaced files travel under "_failures" (a list).
+    Detection samples (with "boxes") go through :func:`avsf.data.datasets.ava.detection_collate`.
 
     Easy AVS negatives (``audio_neg_hard`` False) get the audio of the next sample in the
     batch that is from another video and has sound; with none, they stay zeros (silent
     negatives take no part in the AVS loss).
     """
     failures = [f for s in samples for f in s.pop("_failures", [])]
-    batch = default_collate(samples)
+    if samples and "boxes" in samples[0]:  # detection (AVA): a variable number of boxes per clip
+        from avsf.data.datasets.ava import detection_collate
+
+        batch = detection_collate(samples)
+    else:
+        batch = default_collate(samples)
     batch["_failures"] = failures
     if "audio_neg" in batch:
         fill_easy_negatives(batch)
@@ -235,7 +241,8 @@ class SampleLoader:
             if item < 0:
                 continue  # died between items: nothing to blame; the batch just reruns
             if video < 0:
-                video = item // getattr(self.dataset, "views", 1)
+                video = (self.dataset.video_of(item) if hasattr(self.dataset, "video_of")
+                         else item // getattr(self.dataset, "views", 1))
             path = self.dataset.records[video].path if hasattr(self.dataset, "records") else f"item {item}"
             reason = killed.get(w) or f"the decoder killed its loader worker ({_exit_reason(it, w)})"
             culprits.append((video, path, reason))

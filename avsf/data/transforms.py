@@ -33,13 +33,21 @@ def _resized_window(x: torch.Tensor, *, top: int, left: int, crop: int, scaled: 
 
     x: uint8 [N,3,H,W]. Returns uint8 [N,3,crop,crop].
     """
-    src_h, src_w = x.shape[-2], x.shape[-1]
+    y0, x0, win_h, win_w = source_window(x.shape[-2], x.shape[-1], top=top, left=left, crop=crop, scaled=scaled)
+    return TF.resized_crop(x, y0, x0, win_h, win_w, [crop, crop], antialias=True)
+
+
+def source_window(src_h: int, src_w: int, *, top: int, left: int, crop: int,
+                  scaled: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(y0, x0, height, width) in source pixels of the crop x crop window at (top, left) of the
+    frame resized to `scaled`, rounded to whole source pixels as :func:`_resized_window` reads
+    it (so boxes can be mapped exactly onto the picture the crop shows)."""
     sy, sx = src_h / scaled[0], src_w / scaled[1]
     win_h = min(src_h, max(1, int(round(crop * sy))))
     win_w = min(src_w, max(1, int(round(crop * sx))))
     y0 = min(src_h - win_h, int(round(top * sy)))
     x0 = min(src_w - win_w, int(round(left * sx)))
-    return TF.resized_crop(x, y0, x0, win_h, win_w, [crop, crop], antialias=True)
+    return y0, x0, win_h, win_w
 
 
 def _channels_first(x: torch.Tensor) -> torch.Tensor:

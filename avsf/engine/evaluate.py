@@ -1,6 +1,8 @@
 """Multi-view testing: every (video, view) item of a split is scored, the views of a video are
 combined (mean of softmax; max of sigmoid for multi-label), and the video-level metrics are
-computed and written to ``RUN_DIR/final.json`` with the model's params and GFLOPs x views."""
+computed and written to ``RUN_DIR/final.json`` with the model's params and GFLOPs x views.
+Detectors (``model.task="detect"``, AVA) are scored per person box and keyframe instead
+(:mod:`avsf.engine.ava_eval`: frame-level AP at IoU 0.5, ``map`` and ``per_class_ap``)."""
 
 from __future__ import annotations
 
@@ -128,6 +130,10 @@ def evaluate_model(model: nn.Module, cfg: RunConfig, *, split: str, device: torc
                    world_size: int = 1, dataset: Any = None) -> dict[str, Any]:
     """Multi-view metrics of `model` on `split`."""
     dataset = dataset if dataset is not None else runtime.build_dataset(cfg, split)
+    if cfg.model.task == "detect":  # AVA: frame-level AP of every scored person box
+        from avsf.engine.ava_eval import evaluate_detection
+
+        return evaluate_detection(model, dataset, cfg=cfg, device=device, rank=rank, world_size=world_size)
     pred = predict(model, dataset, cfg=cfg, device=device, rank=rank, world_size=world_size)
     return summarize(pred, head=cfg.model.head, class_names=list(getattr(dataset, "class_names", []) or []) or None)
 
@@ -136,7 +142,11 @@ def compute_cost(cfg: RunConfig) -> dict[str, Any]:
     """Params and GFLOPs per view at the test crop (the paper's convention), and x views."""
     from avsf.flops import count_model
 
-    cost = count_model(cfg.model, cfg.data.test_crop)
+    if cfg.model.task == "detect":  # counted as the paper counts AVA: short side x 1.25 (256 x 320)
+        side = cfg.data.test_short_side
+        cost = count_model(cfg.model, side, width=int(round(side * 1.25)))
+    else:
+        cost = count_model(cfg.model, cfg.data.test_crop)
     views = cfg.data.num_temporal_views * cfg.data.num_spatial_views
     return {"params": int(cost["params"]), "gflops": float(cost["gflops"]), "views": views,
             "gflops_x_views": f"{float(cost['gflops']):.2f} x {views}",

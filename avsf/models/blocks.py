@@ -35,13 +35,14 @@ class Bottleneck3d(nn.Module):
     """
 
     def __init__(self, *, dim_in: int, dim_inner: int, dim_out: int, temporal_kernel: int,
-                 spatial_stride: int, zero_init_final_bn: bool) -> None:
+                 spatial_stride: int, zero_init_final_bn: bool, dilation: int = 1) -> None:
         super().__init__()
         self.conv_a = nn.Conv3d(dim_in, dim_inner, (temporal_kernel, 1, 1),
                                 padding=(temporal_kernel // 2, 0, 0), bias=False)
         self.bn_a = bn3d(dim_inner)
+        # `dilation` > 1 (the detector's res5): a dilated 3x3, padded to keep the size
         self.conv_b = nn.Conv3d(dim_inner, dim_inner, (1, 3, 3), stride=(1, spatial_stride, spatial_stride),
-                                padding=(0, 1, 1), bias=False)
+                                padding=(0, dilation, dilation), dilation=(1, dilation, dilation), bias=False)
         self.bn_b = bn3d(dim_inner)
         self.conv_c = nn.Conv3d(dim_inner, dim_out, 1, bias=False)
         self.bn_c = bn3d(dim_out, zero_init=zero_init_final_bn)
@@ -99,19 +100,20 @@ class VisualResStage(nn.Module):
     Input [N, C_in, T, H, W] -> [N, C_out, T, H/s, W/s]. Only the first `temporal_blocks`
     blocks (all when None) use `temporal_kernel`; the rest use 1 (PySlowFast's R101 keeps
     temporal kernels in the first 6 res4 blocks only). `nonlocal_after` lists block indices
-    followed by a non-local block.
+    followed by a non-local block. `dilation` dilates every block's 3x3 (the detector's res5,
+    PySlowFast's SPATIAL_DILATIONS).
     """
 
     def __init__(self, *, depth: int, dim_in: int, dim_inner: int, dim_out: int, temporal_kernel: int,
                  spatial_stride: int, zero_init_final_bn: bool, nonlocal_after: tuple[int, ...] = (),
-                 temporal_blocks: int | None = None) -> None:
+                 temporal_blocks: int | None = None, dilation: int = 1) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         for i in range(depth):
             layers.append(Bottleneck3d(dim_in=dim_in if i == 0 else dim_out, dim_inner=dim_inner, dim_out=dim_out,
                                        temporal_kernel=temporal_kernel if temporal_blocks is None or i < temporal_blocks else 1,
                                        spatial_stride=spatial_stride if i == 0 else 1,
-                                       zero_init_final_bn=zero_init_final_bn))
+                                       zero_init_final_bn=zero_init_final_bn, dilation=dilation))
             if i in nonlocal_after:
                 layers.append(NonLocal3d(dim=dim_out, zero_init_final_bn=zero_init_final_bn))
         self.blocks = nn.Sequential(*layers)

@@ -29,6 +29,14 @@ is the Audio pathway's own feature, not the A->FS lateral's output, so the res5 
 no lateral convs that exist only for the loss. In a training step without "audio_neg" the AVS
 projections are tied into the outputs with a zero, so DDP never sees unused parameters.
 
+Detection (``task="detect"``, AVA, appendix A.7): Slow and Fast res5 keep their input's
+spatial size (stride 1) and dilate their 3x3 convs by ``res5_dilation`` (2); the head is
+:class:`~avsf.models.heads.DetectionHead`: RoIAlign of every person box (``batch["boxes"]``
+[R, 5]: batch index, x1, y1, x2, y2 in input pixels) on the time-averaged res5 features,
+spatial max pool, the box's clip's pooled audio features concatenated (pool5 fusion; the audio
+pathway is unchanged), dropout, linear -> ``"logits"`` [R, K]. AVS and the laterals act per
+clip exactly as in classification.
+
 DropPathway (``droppathway_rate`` P_d, one draw per training iteration): a dropped lateral's
 output is multiplied by zero, so every parameter stays in the graph (DDP-safe). Mode
 ``"laterals"`` (default; the authors' code): only the audio->visual laterals are dropped and the
@@ -48,7 +56,7 @@ from avsf.errors import UserError
 from avsf.models.avs import AVSProjection, margin_contrastive_loss, pair_weights
 from avsf.models.blocks import AudioResStage, AudioStem, VisualResStage, VisualStem
 from avsf.models.fusion import AudioLateral, AudioVisualNonLocal, FastToSlow
-from avsf.models.heads import ClassifierHead, EpicHead
+from avsf.models.heads import ClassifierHead, DetectionHead, EpicHead
 
 RES_STAGES = ("res2", "res3", "res4", "res5")
 SLOW_TEMPORAL_KERNELS = {"stem": 1, "res2": 1, "res3": 1, "res4": 3, "res5": 3}
@@ -144,18 +152,23 @@ class AVSlowFast(nn.Module):
             fs_stages = set(cfg.fs_fusion_stages)
             self.slow["stem"] = VisualStem(dim_out=geo.slow["stem"], temporal_kernel=SLOW_TEMPORAL_KERNELS["stem"])
             self.fast["stem"] = VisualStem(dim_out=geo.fast["stem"], temporal_kernel=FAST_TEMPORAL_KERNELS["stem"])
+            detect = cfg.task == "detect"
             prev = "stem"
             for st in RES_STAGES:
+                # the detector's res5: spatial stride 1, dilated 3x3 (appendix A.7)
+                stride = 1 if (detect and st == "res5") else STAGE_STRIDES[st]
+                dilation = cfg.res5_dilation if (detect and st == "res5") else 1
                 slow_in = geo.slow[prev] + (cfg.fusion_channel_ratio * geo.fast[prev] if JUNCTION_OF[prev] in fs_stages else 0)
                 nl = nonlocal_positions(depths[st]) if (cfg.nonlocal_res4 and st == "res4") else ()
                 self.slow[st] = VisualResStage(
                     depth=depths[st], dim_in=slow_in, dim_inner=cfg.width * INNER_MULT[st], dim_out=geo.slow[st],
-                    temporal_kernel=SLOW_TEMPORAL_KERNELS[st], spatial_stride=STAGE_STRIDES[st],
-                    zero_init_final_bn=zero, nonlocal_after=nl, temporal_blocks=TEMPORAL_BLOCKS[st])
+                    temporal_kernel=SLOW_TEMPORAL_KERNELS[st], spatial_stride=stride,
+                    zero_init_final_bn=zero, nonlocal_after=nl, temporal_blocks=TEMPORAL_BLOCKS[st],
+                    dilation=dilation)
                 self.fast[st] = VisualResStage(
                     depth=depths[st], dim_in=geo.fast[prev], dim_inner=geo.fast["stem"] * INNER_MULT[st],
-                    dim_out=geo.fast[st], temporal_kernel=FAST_TEMPORAL_KERNELS[st], spatial_stride=STAGE_STRIDES[st],
-                    zero_init_final_bn=zero, temporal_blocks=TEMPORAL_BLOCKS[st])
+                    dim_out=geo.fast[st], temporal_kernel=FAST_TEMPORAL_KERNELS[st], spatial_stride=stride,
+                    zero_init_final_bn=zero, temporal_blocks=TEMPORAL_BLOCKS[st], dilation=dilation)
                 prev = st
             for st, junction in JUNCTION_OF.items():
                 if junction in fs_stages:
@@ -189,10 +202,16 @@ class AVSlowFast(nn.Module):
         if pretrain and "rot" in cfg.pretext and self.has_visual:
             self.rot_head = nn.Linear(geo.slow["res5"] + geo.fast["res5"], 4)  # 0/90/180/270 degrees
         # --- end self-supervised block
+        self.head: nn.Module | None
         if pretrain:
             self.head = None
+        elif cfg.task == "detect":
+            if not self.has_visual:
+                raise ConfigError("model.task=detect needs the visual pathways (arch slowfast or avslowfast)")
+            self.head = DetectionHead(dim_in=head_dim, num_classes=cfg.num_classes, dropout=cfg.dropout,
+                                      resolution=cfg.roi_resolution, spatial_pool=cfg.roi_spatial_pool)
         elif cfg.head == "epic":
-            self.head: nn.Module = EpicHead(dim_in=head_dim, num_verbs=cfg.num_verbs, num_nouns=cfg.num_nouns,
+            self.head = EpicHead(dim_in=head_dim, num_verbs=cfg.num_verbs, num_nouns=cfg.num_nouns,
                                             dropout=cfg.dropout)
         else:
             self.head = ClassifierHead(dim_in=head_dim, num_classes=cfg.num_classes, dropout=cfg.dropout)
@@ -245,6 +264,8 @@ class AVSlowFast(nn.Module):
             out["fast"] = f"[N, 3, {c.slow_frames * c.alpha}, H, W]"
         if self.has_audio:
             out["audio"] = f"[N, 1, {c.audio_frames}, {c.audio_mel_bins}]"
+        if c.task == "detect":
+            out["boxes"] = "[R, 5] (batch index, x1, y1, x2, y2 in input pixels)"
         return out
 
     def _check_inputs(self, batch: dict[str, torch.Tensor]) -> int:
@@ -281,6 +302,13 @@ class AVSlowFast(nn.Module):
         if self.has_visual and batch["slow"].shape[3:] != batch["fast"].shape[3:]:
             raise UserError(f"'slow' {list(batch['slow'].shape)} and 'fast' {list(batch['fast'].shape)} must share "
                             f"H and W")
+        if c.task == "detect":
+            b = batch["boxes"]
+            if not (isinstance(b, torch.Tensor) and b.dim() == 2 and b.shape[1] == 5):
+                got = list(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__
+                raise UserError(f"input 'boxes' has shape {got}; expected {expected['boxes']}")
+            if b.numel() and b.device.type != "meta" and (b[:, 0].min() < 0 or b[:, 0].max() >= n):
+                raise UserError(f"input 'boxes': batch indices must lie in [0, {n}) for a batch of {n} clips")
         if self.has_visual and min(batch["slow"].shape[3:]) < 32:
             raise UserError(f"'slow' {list(batch['slow'].shape)}: H and W must be at least 32 (five stride-2 stages)")
         return int(n)
@@ -354,13 +382,18 @@ class AVSlowFast(nn.Module):
             if lateral is not None and not drop:
                 audio_reached_visual = True
 
+        head_gate = gate if c.droppathway_mode == "pathway" else 1.0
+        use_audio_head = self.has_audio and (c.arch == "audio_only" or c.pool5_fusion)
         pooled = []
         if self.has_visual:
             pooled += [_pool(s), _pool(f)]
-        if self.has_audio and (c.arch == "audio_only" or c.pool5_fusion):
-            head_gate = gate if c.droppathway_mode == "pathway" else 1.0
-            pooled.append(_pool(a[:n]) * head_gate)
-        out = self.head(torch.cat(pooled, dim=1)) if self.head is not None else {}
+        if c.task == "detect":
+            out = self.head(visual=[s, f], audio=_pool(a[:n]) * head_gate if use_audio_head else None,
+                            boxes=batch["boxes"], spatial_scale=s.shape[-1] / batch["slow"].shape[-1])
+        else:
+            if use_audio_head:
+                pooled.append(_pool(a[:n]) * head_gate)
+            out = self.head(torch.cat(pooled, dim=1)) if self.head is not None else {}
         if self.rot_head is not None:  # self-supervised block: rotation logits from the visual features
             out["rot_logits"] = self.rot_head(torch.cat(pooled[:2], dim=1))
 
@@ -484,18 +517,26 @@ def _meta_model(cfg: ModelConfig) -> AVSlowFast:
 
 
 def example_inputs(cfg: ModelConfig, *, crop: int, batch: int, device: str | torch.device = "cpu",
-                   with_negatives: bool = False, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """Random inputs of the shapes `cfg` expects (keys only for the pathways it has)."""
+                   with_negatives: bool = False, generator: torch.Generator | None = None,
+                   width: int | None = None) -> dict[str, torch.Tensor]:
+    """Random inputs of the shapes `cfg` expects (keys only for the pathways it has): frames
+    of `crop` x `width` (default square); a detector gets one person box per clip."""
+    width = width or crop
     out = {}
     def rand(*shape):
         if str(device) == "meta":
             return torch.empty(*shape, device="meta")
         return torch.randn(*shape, generator=generator).to(device)
     if cfg.arch in ("slowfast", "avslowfast", "late_fusion"):
-        out["slow"] = rand(batch, 3, cfg.slow_frames, crop, crop)
-        out["fast"] = rand(batch, 3, cfg.slow_frames * cfg.alpha, crop, crop)
+        out["slow"] = rand(batch, 3, cfg.slow_frames, crop, width)
+        out["fast"] = rand(batch, 3, cfg.slow_frames * cfg.alpha, crop, width)
     if cfg.arch in ("avslowfast", "audio_only", "late_fusion"):
         out["audio"] = rand(batch, 1, cfg.audio_frames, cfg.audio_mel_bins)
         if with_negatives:
             out["audio_neg"] = rand(batch, 1, cfg.audio_frames, cfg.audio_mel_bins)
+    if getattr(cfg, "task", "classify") == "detect":  # one person box per clip, the middle of the frame
+        h, w = out["slow"].shape[-2:]
+        box = [w * 0.25, h * 0.125, w * 0.75, h * 0.875]  # x1, y1, x2, y2
+        boxes = torch.tensor([[float(i)] + box for i in range(batch)])
+        out["boxes"] = torch.empty(batch, 5, device="meta") if str(device) == "meta" else boxes.to(device)
     return out

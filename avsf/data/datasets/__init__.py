@@ -15,6 +15,12 @@ from avsf.data.datasets import charades, epic, kinetics, ucf_hmdb
 from avsf.data.datasets.records import BadLine, SplitListing, VideoRecord
 from avsf.errors import UserError
 
+def _read_split_ava(**kw) -> SplitListing:
+    from avsf.data.datasets import ava  # noqa: PLC0415 (imports torch)
+
+    return ava.read_split_listing(**kw)
+
+
 READERS: dict[str, Callable[..., SplitListing]] = {
     "kinetics": kinetics.read_split,
     "kinetics_sounds": kinetics.read_split_sounds,
@@ -24,6 +30,7 @@ READERS: dict[str, Callable[..., SplitListing]] = {
     "ucf101": ucf_hmdb.read_split_ucf101,
     "hmdb51": ucf_hmdb.read_split_hmdb51,
     "kinetics600": kinetics.read_split,  # self-supervised block (A.2's audio-only row): Kinetics-400's format
+    "ava": _read_split_ava,  # box CSVs + label map; avsf.data.datasets.ava
 }
 SPLITS = ("train", "val", "test")
 
@@ -37,6 +44,10 @@ def dataset_root(cfg) -> Path:
             raise UserError(f"dataset root {root} does not exist or is not a folder; set data.root to the "
                             f"dataset folder (or leave it empty for the built-in synthetic data)")
         return root
+    if d.dataset == "ava":  # the built-in synthetic AVA-format detection data
+        from avsf.data.synth_detection import ensure_synthetic_ava
+
+        return Path(ensure_synthetic_ava(d.synthetic_root, d.synthetic_scale, d.synthetic_seed))
     if d.dataset != "synthetic":
         raise UserError(f"data.dataset={d.dataset!r} needs data.root: the folder that holds its videos")
     from avsf.data.synthetic import GENERATOR_VERSION, ensure_synthetic
@@ -63,6 +74,10 @@ def build_dataset(cfg, split: str):
     if split not in SPLITS:
         raise UserError(f"split {split!r} is not one of {', '.join(SPLITS)}")
     root = dataset_root(cfg)
+    if cfg.data.dataset == "ava":
+        from avsf.data.datasets import ava
+
+        return ava.build(cfg, split, root)
     split_dir = Path(cfg.data.split_dir).expanduser() if cfg.data.split_dir else root
     listing = READERS[cfg.data.dataset](root=root, split_dir=split_dir, split=split)
     if not listing.records:
@@ -96,6 +111,7 @@ def list_split_file(*, dataset: str, root: str | os.PathLike, split_file: str | 
             return epic.read_csv(path, root=root)
         if dataset == "charades":
             return charades.read_csv(path, root=root)
-        raise UserError(f"{dataset} has several split files; give --split and --split-dir instead of --csv")
+        raise UserError(f"{dataset} has several split files; give --split and --split-dir instead of --csv"
+                        + (" (for ava: --split-dir is the annotation folder)" if dataset == "ava" else ""))
     listing = READERS[dataset](root=root, split_dir=Path(split_dir) if split_dir else root, split=split)
     return listing.records, listing.bad_lines

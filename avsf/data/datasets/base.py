@@ -123,7 +123,7 @@ class AVClipDataset(torch.utils.data.Dataset):
         failures: list[str] = []
         item = int(index)
         for attempt in range(MAX_ATTEMPTS):
-            video = item // self.views
+            video = self.video_of(item)
             path = self.records[video].path
             if video in self.blocked:
                 failures.append(f"{path}: blocked (it crashed or hung a loader worker)")
@@ -143,6 +143,10 @@ class AVClipDataset(torch.utils.data.Dataset):
             item = self.replacement(index, attempt)
         raise RuntimeError(f"{MAX_ATTEMPTS} files in a row failed to decode for item {index}; "
                            f"the last: {failures[-1]} (is the dataset readable? run avsf check-data)")
+
+    def video_of(self, item: int) -> int:
+        """The video an item is read from (subclasses with other item layouts override it)."""
+        return item // self.views
 
     def _notify(self, video: int) -> None:
         if self.on_decode is not None:
