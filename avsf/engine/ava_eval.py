@@ -123,7 +123,7 @@ def evaluate_detection(model: nn.Module, dataset: Any, *, cfg, device: torch.dev
                                   drop_last=False)
     parts: dict[str, list[torch.Tensor]] = defaultdict(list)
     for batch in loader:
-        batch = runtime.move_batch(batch, device)
+        batch = runtime.batch_to_device(batch, cfg, device)
         with runtime.autocast(device, bf16=cfg.bf16):
             logits = model(batch)["logits"]
         parts["scores"].append(logits.float().sigmoid().cpu())
