@@ -222,8 +222,8 @@ def _ava(arch: str, depth: int) -> RunConfig:
     Recipe (the paper's): lr 0.4 at batch 256, 52k iterations = 52k x 256 / ~211k train
     keyframes ~ 63 epochs. Not in the paper, our choice: steps at 1/2 and 3/4 (PySlowFast's AVA
     configs' 10/20 and 15/20), 2 warm-up epochs. Train crop 224 from short side 256-320,
-    test on the short-side-256 frame, 1 view. Initialise from Kinetics weights by hand (the
-    trainer has no pretrained-weight loader yet)."""
+    test on the short-side-256 frame, 1 view. Start from Kinetics weights with
+    ``model.init_from`` (table7_ava does: each detector from its Kinetics row's run)."""
     t, alpha = (4, 8) if depth == 50 else (8, 4)
     model = _visual(arch, depth, t, alpha, head="sigmoid", task="detect", num_classes=60)
     model.dropout = 0.5

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from avsf import experiments as E
 from avsf.config import get_preset
@@ -184,3 +185,24 @@ def test_charades_view_reads_back_through_the_charades_reader(tmp_path):
 def test_timestamps_never_pass_the_clip_end():
     assert E._timestamp(2.6399) == "00:00:02.63"
     assert E._timestamp(3725.5) == "01:02:05.50"
+
+
+@pytest.mark.parametrize("scale", ["smoke", "paper"])
+def test_ava_detectors_start_from_their_kinetics_rows_and_the_backbones_match(scale):
+    """A.7: the detectors are fine-tuned from Kinetics. Each detector row names its Kinetics row's
+    run dir in model.init_from, and that model's backbone has exactly the detector's tensors."""
+    from avsf.engine.ssl import backbone_state
+    from avsf.models import build_model
+
+    roots = {"ava": "/", "kinetics": "/"} if scale == "paper" else None
+    exp = E.get_experiment("table7_ava")
+    for row in exp.rows_at(scale):
+        if row.dataset != "ava":
+            continue
+        det = E.row_config(exp, row.key, scale=scale, seed=0, data_roots=roots)
+        kin = E.row_config(exp, row.init_row, scale=scale, seed=0, data_roots=roots)
+        assert det.model.init_from == f"{kin.name}-{kin.config_hash()}"
+        kin.model.num_classes = det.model.num_classes = 7
+        with torch.device("meta"):
+            a, b = backbone_state(build_model(kin.model).state_dict()), backbone_state(build_model(det.model).state_dict())
+        assert {k: tuple(v.shape) for k, v in a.items()} == {k: tuple(v.shape) for k, v in b.items()}, row.key
