@@ -10,7 +10,12 @@ project's own decoder (:func:`avsf.data.decode.decode_clip`) and log-mel
 - audio: log-mel (40 bins) mean, spread and peak over time, and a has-audio flag;
 - both: the two concatenated.
 
-A multinomial logistic regression is fitted on the train split and scored on the test split.
+A multinomial logistic regression is fitted on the train split and scored on the test split
+(:func:`probe_dataset`). :func:`learning_curves` checks the paper's Fig. 3 in miniature: a
+linear probe trained epoch by epoch with SGD, audio on the classes only sound tells apart (which
+word is spoken), vision on those only appearance tells apart (which digit is shown), same
+number of classes and clips: sound fits faster (few training speakers) and overfits more (the
+test clips are spoken by other speakers) than the sprites (hundreds of writers' digits).
 """
 
 from __future__ import annotations
@@ -142,7 +147,11 @@ def accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> np.ndarray
 
 def probe_dataset(root: str | Path, *, train_split: str = "train", test_split: str = "test") -> dict:
     """Fit visual, audio and both probes on `train_split`; top-1 on both splits, overall and per cue."""
-    train, test = split_features(root, train_split), split_features(root, test_split)
+    return probe_features(split_features(root, train_split), split_features(root, test_split))
+
+
+def probe_features(train: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict:
+    """:func:`probe_dataset` on features already extracted by :func:`split_features`."""
     num_classes = int(max(train["label"].max(), test["label"].max())) + 1
     result: dict = {}
     for name in ("visual", "audio", "both"):
@@ -155,4 +164,49 @@ def probe_dataset(root: str | Path, *, train_split: str = "train", test_split: s
             "test_top1": float(ok_test.mean()),
             "test_top1_per_cue": {c: float(ok_test[test["cue"] == c].mean()) for c in sorted(set(test["cue"]))},
         }
+    return result
+
+
+FIG3_TASKS = (("audio", "sound"), ("visual", "appearance"))  # (modality, the cue classes it is probed on)
+
+
+def learning_curves(train: dict[str, np.ndarray], test: dict[str, np.ndarray], *, epochs: int = 8,
+                    batch_size: int = 8, lr: float = 0.05, seed: int = 0,
+                    tasks: tuple[tuple[str, str], ...] = FIG3_TASKS) -> dict:
+    """Per-epoch train and test top-1 of a linear probe per (modality, cue) task (Fig. 3 in miniature).
+
+    Each probe sees only the classes of its cue and only clips with an audio track (the same
+    clips for both modalities; a silent clip says nothing to the audio probe). Features are
+    standardised on the training clips; plain minibatch SGD, so an epoch is an epoch.
+    Returns {modality: {"cue", "train_top1": [epochs], "test_top1": [epochs], "gap": last train - test}}.
+    """
+    result = {}
+    for modality, cue in tasks:
+        keep_tr = (train["cue"] == cue) & (train["audio"][:, -1] > 0)
+        keep_te = (test["cue"] == cue) & (test["audio"][:, -1] > 0)
+        x_tr = torch.as_tensor(train[modality][keep_tr], dtype=torch.float32)
+        x_te = torch.as_tensor(test[modality][keep_te], dtype=torch.float32)
+        mean, std = x_tr.mean(0), x_tr.std(0) + 1e-4
+        x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
+        classes = sorted(set(train["label"][keep_tr].tolist()))
+        index = {c: i for i, c in enumerate(classes)}
+        y_tr = torch.as_tensor([index[c] for c in train["label"][keep_tr]])
+        y_te = torch.as_tensor([index.get(c, -1) for c in test["label"][keep_te]])
+        torch.manual_seed(seed)
+        linear = torch.nn.Linear(x_tr.shape[1], len(classes))
+        opt = torch.optim.SGD(linear.parameters(), lr=lr)
+        order = torch.Generator().manual_seed(seed)
+        curve_tr, curve_te = [], []
+        for _ in range(epochs):
+            perm = torch.randperm(len(y_tr), generator=order)
+            for start in range(0, len(y_tr), batch_size):
+                batch = perm[start:start + batch_size]
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(linear(x_tr[batch]), y_tr[batch]).backward()
+                opt.step()
+            with torch.no_grad():
+                curve_tr.append(float((linear(x_tr).argmax(1) == y_tr).float().mean()))
+                curve_te.append(float((linear(x_te).argmax(1) == y_te).float().mean()))
+        result[modality] = {"cue": cue, "train_top1": curve_tr, "test_top1": curve_te,
+                            "gap": curve_tr[-1] - curve_te[-1]}
     return result

@@ -48,7 +48,7 @@ from avsf.data import synth_sounds as sounds
 from avsf.data import synth_visuals as visuals
 from avsf.errors import UserError
 
-GENERATOR_VERSION = 3  # bump whenever the generated content changes: cached copies regenerate
+GENERATOR_VERSION = 4  # bump whenever the generated content changes: cached copies regenerate
 SPLITS = ("train", "val", "test")
 
 
@@ -60,13 +60,13 @@ class ClassDesign:
     cue: str  # "sound", "motion", "appearance", "visual" (sound uninformative) or "joint"
     digit: int
     motion: str
-    sound: str  # an event sound, "hum" (continuous, shared) or "random" (uninformative)
+    sound: str  # an event sound, a spoken word ("word:open"), "hum" (continuous, shared) or "random" (uninformative)
 
 
 def _design() -> tuple[ClassDesign, ...]:
     """20 classes in five groups of four, one group per cue (see :data:`CUES`)."""
-    classes = [ClassDesign(name, "sound", 0, "drop", snd) for name, snd in
-               (("door closing", "thud"), ("door slamming", "slam"), ("door knocking", "knock"), ("door creaking", "squeak"))]
+    classes = [ClassDesign(f"door {verb}", "sound", 0, "drop", f"word:{word}") for verb, word in
+               (("opening", "open"), ("closing", "close"), ("pushing", "push"), ("locking", "lock"))]
     classes += [ClassDesign(name, "motion", 1, motion, "hum") for name, motion in
                 (("one rising", "rise"), ("one falling", "fall"), ("one shaking", "shake"), ("one pulsing", "pulse"))]
     classes += [ClassDesign(f"{word} bouncing", "appearance", digit, "bounce", "boing")
@@ -80,7 +80,7 @@ def _design() -> tuple[ClassDesign, ...]:
 
 CLASSES = _design()
 CUES = {
-    "sound": "identical visuals, different sounds: only audio tells them apart",
+    "sound": "identical visuals, a different spoken word: only audio tells them apart",
     "motion": "same digit and sound, different motion: only motion tells them apart (shaking needs the Fast pathway)",
     "appearance": "same motion and sound, different digit: only appearance tells them apart",
     "visual": "random sound unrelated to the class: only vision tells them apart",
@@ -142,18 +142,37 @@ def _voice(*, split: str, rng: np.random.Generator) -> tuple[int, sounds.Voice]:
     return k, sounds.Voice(v.pitch * rng.uniform(0.97, 1.03), v.decay * rng.uniform(0.9, 1.1), v.bright)
 
 
+def _speaker(*, split: str, rng: np.random.Generator) -> str:
+    pool = sounds.TRAIN_SPEAKERS if split == "train" else sounds.HELDOUT_SPEAKERS
+    return pool[int(rng.integers(len(pool)))]
+
+
+def _random_sound_bank() -> list[str]:
+    """What an uninformative soundtrack draws from: every procedural event sound and the hum.
+
+    Not the spoken words: a word heard at random in a visual class would make the audio of
+    the sound classes ambiguous to a probe trained on few speakers, and the words would no
+    longer be a cue that only sound carries.
+    """
+    return sorted(sounds.EVENT_SOUNDS) + ["hum"]
+
+
 def _soundtrack(*, design: ClassDesign, spec: ScaleSpec, split: str, duration: float, events: np.ndarray,
                 offset: float, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     """Audio float32 [C,S] for one clip, and what went into it."""
     sr = spec.sample_rate
     track = np.zeros(int(round(duration * sr)), dtype=np.float64)
     voice_index, voice = _voice(split=split, rng=rng)
+    speaker = _speaker(split=split, rng=rng)
     kind = design.sound
     if kind == "random":  # any sound of the bank, at times unrelated to the visuals
-        kind = str(rng.choice(sorted(sounds.EVENT_SOUNDS) + ["hum"]))
+        kind = str(rng.choice(_random_sound_bank()))
         events = _event_times(duration=duration, rng=rng)
     if kind == "hum":
         track += sounds.hum(duration=duration, sr=sr, voice=voice, rng=rng)
+    elif kind.startswith("word:"):
+        snd = sounds.spoken(word=kind.removeprefix("word:"), sr=sr, speaker=speaker, rng=rng)
+        sounds.place_events(track=track, sound=snd, times=events + offset, sr=sr)
     else:
         snd = sounds.EVENT_SOUNDS[kind](sr=sr, voice=voice, rng=rng)
         sounds.place_events(track=track, sound=snd, times=events + offset, sr=sr)
@@ -165,7 +184,9 @@ def _soundtrack(*, design: ClassDesign, spec: ScaleSpec, split: str, duration: f
     track *= 10 ** (rng.uniform(-6, 3) / 20)  # recording level
     gains = [1.0] if spec.audio_channels == 1 else rng.uniform(0.8, 1.0, size=spec.audio_channels)
     audio = np.clip(np.stack([g * track for g in gains]), -1, 1).astype(np.float32)
-    return audio, {"sound": kind, "voice": voice_index, "background": bg_kind}
+    spoken = kind.startswith("word:")
+    return audio, {"sound": kind, "voice": None if spoken else voice_index, "speaker": speaker if spoken else None,
+                   "background": bg_kind}
 
 
 def render_clip(*, spec: ScaleSpec, seed: int, split: str, label: int, index: int) -> tuple[np.ndarray, np.ndarray | None, dict]:
@@ -283,14 +304,22 @@ def _manifest(*, spec: ScaleSpec, seed: int, clips: list[dict], seconds: float) 
         "knobs": {
             "event_interval_s": [0.5, 0.9], "train_voices": [asdict(v) for v in sounds.TRAIN_VOICES],
             "heldout_voices": [asdict(v) for v in sounds.HELDOUT_VOICES],
+            "words": list(sounds.WORDS), "train_speakers": list(sounds.TRAIN_SPEAKERS),
+            "heldout_speakers": list(sounds.HELDOUT_SPEAKERS), "speech_engine": _speech_engine(),
             "train_backgrounds": list(sounds.TRAIN_BACKGROUNDS), "heldout_backgrounds": list(sounds.HELDOUT_BACKGROUNDS),
             "heldout_digit_fraction": visuals.HELDOUT_FRACTION, "shake_hz": visuals.SHAKE_HZ,
-            "note": "val/test use other voices, backgrounds and digit instances than train",
+            "note": "val/test use other voices, speakers, backgrounds and digit instances than train",
         },
         "counts": {s: sum(c["split"] == s for c in clips) for s in SPLITS},
         "clips_with_audio": sum(c["has_audio"] for c in clips),
         "clips": clips,
     }
+
+
+def _speech_engine() -> str:
+    from importlib.metadata import version  # noqa: PLC0415
+
+    return f"eSpeak NG via espeakng-loader {version('espeakng-loader')}"
 
 
 def _replaceable(path: Path) -> bool:
