@@ -277,7 +277,7 @@ def test_cli_reports_bad_scale_and_refuses_foreign_folders(tmp_path, capsys, smo
 # --- the point of the dataset: sight and sound are complementary; sound overfits ---------------------
 @pytest.fixture(scope="module")
 def smoke_features(smoke_root):
-    """Probe features of the smoke train and test splits, extracted once for both probe tests."""
+    """Probe features of the smoke train, val and test splits, extracted once for the probe tests."""
     import torch
 
     from avsf.data.synth_probe import split_features
@@ -285,7 +285,7 @@ def smoke_features(smoke_root):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield split_features(smoke_root, "train"), split_features(smoke_root, "test")
+        yield {split: split_features(smoke_root, split) for split in ("train", "val", "test")}
     finally:
         torch.set_num_threads(threads)
 
@@ -293,7 +293,7 @@ def smoke_features(smoke_root):
 def test_probes_both_beat_visual_and_audio_alone(smoke_features, one_torch_thread):
     from avsf.data.synth_probe import probe_features
 
-    result = probe_features(*smoke_features)
+    result = probe_features(smoke_features["train"], smoke_features["test"])
     visual, audio, both = (result[k]["test_top1"] for k in ("visual", "audio", "both"))
     print("probe top-1 (train, test):", json.dumps({k: [round(result[k][s], 3) for s in ("train_top1", "test_top1")]
                                                     for k in result}))
@@ -306,16 +306,18 @@ def test_probes_both_beat_visual_and_audio_alone(smoke_features, one_torch_threa
 
 
 def test_sound_fits_faster_and_overfits_more_than_sight(smoke_features, one_torch_thread):
-    """Fig. 3 in miniature: which word is spoken (audio) vs which digit is shown (vision), four
-    classes each, the same clips: after one epoch the audio probe fits its training clips
-    better, and at the end its train-test gap (held-out speakers) is the larger one."""
+    """Fig. 3 in miniature: each modality probed on the classes it alone decides (audio: which
+    word is spoken; vision: motion, digit, the visual classes): after one epoch the audio probe
+    fits its training clips better, and at the end its train-heldout gap (other speakers) is
+    the larger one. Held out: val and test together (the same held-out sources)."""
     from avsf.data.synth_probe import learning_curves
 
-    curves = learning_curves(*smoke_features, epochs=8)
+    heldout = {k: np.concatenate([smoke_features["val"][k], smoke_features["test"][k]]) for k in smoke_features["test"]}
+    curves = learning_curves(smoke_features["train"], heldout, epochs=8)
     audio, visual = curves["audio"], curves["visual"]
     print("learning curves:", json.dumps({k: {s: [round(x, 2) for x in v[s]] for s in ("train_top1", "test_top1")}
                                           for k, v in curves.items()}))
-    assert audio["train_top1"][0] > visual["train_top1"][0] + 0.05
+    assert audio["train_top1"][0] > visual["train_top1"][0] + 0.03
     assert audio["train_top1"][-1] >= 0.95 and visual["train_top1"][-1] >= 0.9  # both fit, eventually
-    assert audio["gap"] > visual["gap"] + 0.05
+    assert audio["gap"] > visual["gap"] + 0.04
     assert audio["test_top1"][-1] > 0.5  # overfit, but it still learned the words (chance: 0.25)

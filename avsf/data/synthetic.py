@@ -23,7 +23,7 @@ The design reproduces in miniature what the paper studies (see :data:`CLASSES`):
 - Events repeat every 0.5-0.9 s, so any ~1.07 s window holds at least one.
 - Sound is easier to fit than sight and overfits more, as in the paper's Fig. 3: the words are
   spoken by two training speakers only (little variety: quick to fit), and validation/test
-  clips are spoken by other speakers (another voice, a female voice, an American accent),
+  clips are spoken by other speakers (two female voices, an American accent),
   with other procedural voices and background sounds too; the digits' variety comes from
   hundreds of MNIST writers, and val/test show unseen instances of them.
   :func:`avsf.data.synth_probe.learning_curves` measures both (tests/test_synthetic.py).
@@ -53,7 +53,7 @@ from avsf.data import synth_sounds as sounds
 from avsf.data import synth_visuals as visuals
 from avsf.errors import UserError
 
-GENERATOR_VERSION = 4  # bump whenever the generated content changes: cached copies regenerate
+GENERATOR_VERSION = 5  # bump whenever the generated content changes: cached copies regenerate
 SPLITS = ("train", "val", "test")
 
 
