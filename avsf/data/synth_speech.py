@@ -108,6 +108,11 @@ def word_bank(words: tuple[str, ...], voices: tuple[str, ...]) -> dict[tuple[str
     Synthesised in a fresh interpreter (see the module docstring), so the result does not
     depend on what this process said before.
     """
+    if not available():
+        from avsf.errors import UserError  # noqa: PLC0415
+
+        raise UserError("the built-in dataset's spoken words need the espeakng-loader package: "
+                        "pip install -e . (or pip install espeakng-loader==0.2.4)")
     request = "\n".join([",".join(words), ",".join(voices)])
     proc = subprocess.run([sys.executable, "-m", "avsf.data.synth_speech"], input=request.encode(),
                           capture_output=True, check=False)

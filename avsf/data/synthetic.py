@@ -155,9 +155,9 @@ def _speaker(*, split: str, rng: np.random.Generator) -> str:
 def _random_sound_bank() -> list[str]:
     """What an uninformative soundtrack draws from: every procedural event sound and the hum.
 
-    Not the spoken words: a word heard at random in a visual class would make the audio of
-    the sound classes ambiguous to a probe trained on few speakers, and the words would no
-    longer be a cue that only sound carries.
+    Not the spoken words: they are the sound classes' cue and are heard nowhere else. (With
+    them in this bank, the audio probe of :mod:`avsf.data.synth_probe` scored 0.19 on the
+    sound classes' smoke test clips, no better than the visual probe's 0.22.)
     """
     return sorted(sounds.EVENT_SOUNDS) + ["hum"]
 
