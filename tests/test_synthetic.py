@@ -1,5 +1,6 @@
-"""The built-in synthetic dataset: layout, media, determinism, design cues, generation safety,
-and the probe check that sight and sound are complementary."""
+"""The built-in synthetic dataset: layout, media, determinism, design cues, spoken words,
+generation safety, and the probe checks that sight and sound are complementary and that sound
+is the easier modality to fit and to overfit (the paper's Fig. 3)."""
 
 from __future__ import annotations
 
@@ -71,6 +72,11 @@ def test_layout_counts_and_manifest(smoke_root):
     # the shift: training clips hear training backgrounds only, val/test clips the others
     bgs = {s: {c["background"] for c in clips if c["split"] == s and c["background"]} for s in ("train", "test")}
     assert bgs["train"] <= set(synth_sounds.TRAIN_BACKGROUNDS) and bgs["test"] <= set(synth_sounds.HELDOUT_BACKGROUNDS)
+    # and spoken words by the training speakers only, val/test by the held-out ones
+    speakers = {s: {c["speaker"] for c in clips if c["split"] == s and c["speaker"]} for s in ("train", "val", "test")}
+    assert speakers["train"] == set(synth_sounds.TRAIN_SPEAKERS)
+    assert speakers["val"] | speakers["test"] == set(synth_sounds.HELDOUT_SPEAKERS)
+    assert manifest["knobs"]["words"] == list(synth_sounds.WORDS)
 
 
 def test_media_are_h264_aac_mp4s_with_and_without_audio(smoke_root):
@@ -123,18 +129,31 @@ def test_class_table_isolates_each_cue():
     assert distinct(joint, "digit") == 2 and distinct(joint, "sound") == 2 and len({(c.digit, c.sound) for c in joint}) == 4
 
 
-def test_event_sounds_land_on_their_visual_cause_or_at_the_offset():
-    slam = next(i for i, c in enumerate(CLASSES) if c.sound == "slam")
+def _onsets(audio: np.ndarray, *, level: float, bin_s: float = 0.005, quiet_s: float = 0.04) -> np.ndarray:
+    """Times (s) where the envelope (peak per 5 ms) rises above `level` x its maximum after
+    staying below it for `quiet_s`: the starts of sounds, even where one's tail runs into the next."""
+    step = int(bin_s * SMOKE.sample_rate)
+    env = np.abs(audio[: audio.size // step * step]).reshape(-1, step).max(1)
+    loud = env > level * env.max()
+    quiet = int(quiet_s / bin_s)
+    starts = [i for i in range(quiet, loud.size) if loud[i] and not loud[i - quiet:i].any()]
+    return np.asarray(starts) * bin_s
+
+
+@pytest.mark.parametrize("sound, onset_level", [("bell", 0.5), ("word:push", 0.3)])
+def test_event_sounds_land_on_their_visual_cause_or_at_the_offset(sound, onset_level):
+    label = next(i for i, c in enumerate(CLASSES) if c.sound == sound)
     for want_offset in (lambda o: o == 0.0, lambda o: o is not None and abs(o) >= 0.2):
-        frames, audio, meta = _find_clip(label=slam, has_audio=True, background="", offset_s=want_offset)
+        frames, audio, meta = _find_clip(label=label, has_audio=True, background="", offset_s=want_offset)
         ys, _ = _centroids(frames)
         # a landing: the lowest point (largest y) right after the fast fall
         landings = np.array([i for i in range(1, len(ys) - 1) if ys[i] > ys[i - 1] + 0.5 and ys[i] >= ys[i + 1]])
         landings_s = landings / SMOKE.fps
-        env = np.abs(audio[0])
-        loud = np.flatnonzero(env > 0.5 * env.max()) / SMOKE.sample_rate
-        onsets = loud[np.concatenate([[True], np.diff(loud) > 0.3])]
-        inside = onsets[(onsets > 0.1) & (onsets < len(ys) / SMOKE.fps - 0.1)]
+        onsets = _onsets(audio[0], level=onset_level)
+        heard = landings_s + meta["offset_s"]  # where the sounds should start
+        # onsets between the first and the last landing seen (a clip may start mid-bounce)
+        lo, hi = max(0.1, heard.min() - 0.1), min(len(ys) / SMOKE.fps - 0.1, heard.max() + 0.1)
+        inside = onsets[(onsets > lo) & (onsets < hi)]
         assert len(inside) >= 2 and len(landings_s) >= 2
         gaps = [np.min(np.abs(landings_s + meta["offset_s"] - t)) for t in inside]
         assert max(gaps) < 1.6 / SMOKE.fps, (meta, gaps)
@@ -162,11 +181,32 @@ def test_shaking_is_visible_to_the_fast_pathway_only():
 
 def test_heldout_splits_use_other_voices_and_digit_instances():
     assert not set(synth_sounds.TRAIN_VOICES) & set(synth_sounds.HELDOUT_VOICES)
+    assert not set(synth_sounds.TRAIN_SPEAKERS) & set(synth_sounds.HELDOUT_SPEAKERS)
     assert not set(synth_sounds.TRAIN_BACKGROUNDS) & set(synth_sounds.HELDOUT_BACKGROUNDS)
     for digit in range(10):
         train = set(synth_visuals.digit_pool(digit=digit, heldout=False))
         held = set(synth_visuals.digit_pool(digit=digit, heldout=True))
         assert train and held and not train & held and len(train | held) == 500
+
+
+# --- spoken words -------------------------------------------------------------------------------
+def test_spoken_words_are_deterministic_across_processes_and_differ_by_speaker():
+    from avsf.data import synth_speech
+
+    speakers = synth_sounds.TRAIN_SPEAKERS + synth_sounds.HELDOUT_SPEAKERS
+    synth_speech.word_bank.cache_clear()
+    first = synth_speech.word_bank(synth_sounds.WORDS, speakers)  # each call: a fresh interpreter
+    synth_speech.word_bank.cache_clear()
+    second = synth_speech.word_bank(synth_sounds.WORDS, speakers)
+    assert first.keys() == second.keys() and all(np.array_equal(first[k], second[k]) for k in first)
+    for word in synth_sounds.WORDS:
+        takes = [first[(speaker, word)] for speaker in speakers]
+        assert all(0.2 < x.size / synth_speech.ENGINE_RATE < 0.6 for x in takes)  # fits between events
+        assert len({x.tobytes() for x in takes}) == len(speakers)
+    # resampled to the clip's rate, a few percent faster or slower from clip to clip
+    rng = np.random.default_rng(0)
+    x = synth_sounds.spoken(word="open", sr=16000, speaker="en+m1", rng=rng)
+    assert x.dtype == np.float32 and abs(x.size / (first[("en+m1", "open")].size * 16000 / 22050) - 1) < 0.04
 
 
 # --- generation safety ------------------------------------------------------------------------------
@@ -234,23 +274,50 @@ def test_cli_reports_bad_scale_and_refuses_foreign_folders(tmp_path, capsys, smo
     assert "already holds" in capsys.readouterr().out
 
 
-# --- the point of the dataset: sight and sound are complementary --------------------------------------
-def test_probes_both_beat_visual_and_audio_alone(smoke_root):
+# --- the point of the dataset: sight and sound are complementary; sound overfits ---------------------
+@pytest.fixture(scope="module")
+def smoke_features(smoke_root):
+    """Probe features of the smoke train, val and test splits, extracted once for the probe tests."""
     import torch
 
-    from avsf.data.synth_probe import probe_dataset
+    from avsf.data.synth_probe import split_features
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        result = probe_dataset(smoke_root)
+        yield {split: split_features(smoke_root, split) for split in ("train", "val", "test")}
     finally:
         torch.set_num_threads(threads)
+
+
+def test_probes_both_beat_visual_and_audio_alone(smoke_features, one_torch_thread):
+    from avsf.data.synth_probe import probe_features
+
+    result = probe_features(smoke_features["train"], smoke_features["test"])
     visual, audio, both = (result[k]["test_top1"] for k in ("visual", "audio", "both"))
-    print("probe test top-1:", json.dumps({k: round(result[k]["test_top1"], 3) for k in result}))
+    print("probe top-1 (train, test):", json.dumps({k: [round(result[k][s], 3) for s in ("train_top1", "test_top1")]
+                                                    for k in result}))
     assert both > max(visual, audio) + 0.10, result
     # each cue is carried by the modality the design says
     per_cue = {k: result[k]["test_top1_per_cue"] for k in result}
     assert per_cue["audio"]["sound"] > per_cue["visual"]["sound"] + 0.2
     assert per_cue["visual"]["motion"] > per_cue["audio"]["motion"] + 0.3
     assert per_cue["both"]["joint"] > max(per_cue["visual"]["joint"], per_cue["audio"]["joint"])
+
+
+def test_sound_fits_faster_and_overfits_more_than_sight(smoke_features, one_torch_thread):
+    """Fig. 3 in miniature: each modality probed on the classes it alone decides (audio: which
+    word is spoken; vision: motion, digit, the visual classes): after one epoch the audio probe
+    fits its training clips better, and at the end its train-heldout gap (other speakers) is
+    the larger one. Held out: val and test together (the same held-out sources)."""
+    from avsf.data.synth_probe import learning_curves
+
+    heldout = {k: np.concatenate([smoke_features["val"][k], smoke_features["test"][k]]) for k in smoke_features["test"]}
+    curves = learning_curves(smoke_features["train"], heldout, epochs=8)
+    audio, visual = curves["audio"], curves["visual"]
+    print("learning curves:", json.dumps({k: {s: [round(x, 2) for x in v[s]] for s in ("train_top1", "test_top1")}
+                                          for k, v in curves.items()}))
+    assert audio["train_top1"][0] > visual["train_top1"][0] + 0.03
+    assert audio["train_top1"][-1] >= 0.95 and visual["train_top1"][-1] >= 0.9  # both fit, eventually
+    assert audio["gap"] > visual["gap"] + 0.04
+    assert audio["test_top1"][-1] > 0.5  # overfit, but it still learned the words (chance: 0.25)

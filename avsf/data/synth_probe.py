@@ -10,7 +10,12 @@ project's own decoder (:func:`avsf.data.decode.decode_clip`) and log-mel
 - audio: log-mel (40 bins) mean, spread and peak over time, and a has-audio flag;
 - both: the two concatenated.
 
-A multinomial logistic regression is fitted on the train split and scored on the test split.
+A multinomial logistic regression is fitted on the train split and scored on the test split
+(:func:`probe_dataset`). :func:`learning_curves` checks the paper's Fig. 3 in miniature: linear
+probes trained epoch by epoch with SGD, each modality on the classes it alone decides (audio:
+the ``sound`` classes, which word is spoken; vision: the ``motion``, ``appearance`` and
+``visual`` classes): sound fits faster (two training speakers) and overfits more (held-out
+clips are spoken by other speakers) than sight.
 """
 
 from __future__ import annotations
@@ -142,7 +147,11 @@ def accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> np.ndarray
 
 def probe_dataset(root: str | Path, *, train_split: str = "train", test_split: str = "test") -> dict:
     """Fit visual, audio and both probes on `train_split`; top-1 on both splits, overall and per cue."""
-    train, test = split_features(root, train_split), split_features(root, test_split)
+    return probe_features(split_features(root, train_split), split_features(root, test_split))
+
+
+def probe_features(train: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict:
+    """:func:`probe_dataset` on features already extracted by :func:`split_features`."""
     num_classes = int(max(train["label"].max(), test["label"].max())) + 1
     result: dict = {}
     for name in ("visual", "audio", "both"):
@@ -155,4 +164,52 @@ def probe_dataset(root: str | Path, *, train_split: str = "train", test_split: s
             "test_top1": float(ok_test.mean()),
             "test_top1_per_cue": {c: float(ok_test[test["cue"] == c].mean()) for c in sorted(set(test["cue"]))},
         }
+    return result
+
+
+# (modality, the cues whose classes it is probed on): the classes each modality alone decides
+FIG3_TASKS = (("audio", ("sound",)), ("visual", ("motion", "appearance", "visual")))
+
+
+def learning_curves(train: dict[str, np.ndarray], test: dict[str, np.ndarray], *, epochs: int = 8,
+                    batch_size: int = 8, lr: float = 0.05, seed: int = 0,
+                    tasks: tuple[tuple[str, str | tuple[str, ...]], ...] = FIG3_TASKS) -> dict:
+    """Per-epoch train and test top-1 of a linear probe per (modality, cues) task (Fig. 3 in miniature).
+
+    Each probe sees only the classes of its cues and only clips with an audio track (a silent
+    clip says nothing to the audio probe). Features are standardised on the training clips;
+    plain minibatch SGD, so an epoch is an epoch. `test` may be any held-out features (val and
+    test together give more clips).
+    Returns {modality: {"cue", "train_top1": [epochs], "test_top1": [epochs], "gap": last train - test}}.
+    """
+    result = {}
+    for modality, cue in tasks:
+        cues = [cue] if isinstance(cue, str) else list(cue)
+        keep_tr = np.isin(train["cue"], cues) & (train["audio"][:, -1] > 0)
+        keep_te = np.isin(test["cue"], cues) & (test["audio"][:, -1] > 0)
+        x_tr = torch.as_tensor(train[modality][keep_tr], dtype=torch.float32)
+        x_te = torch.as_tensor(test[modality][keep_te], dtype=torch.float32)
+        mean, std = x_tr.mean(0), x_tr.std(0) + 1e-4
+        x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
+        classes = sorted(set(train["label"][keep_tr].tolist()))
+        index = {c: i for i, c in enumerate(classes)}
+        y_tr = torch.as_tensor([index[c] for c in train["label"][keep_tr]])
+        y_te = torch.as_tensor([index.get(c, -1) for c in test["label"][keep_te]])
+        torch.manual_seed(seed)
+        linear = torch.nn.Linear(x_tr.shape[1], len(classes))
+        opt = torch.optim.SGD(linear.parameters(), lr=lr)
+        order = torch.Generator().manual_seed(seed)
+        curve_tr, curve_te = [], []
+        for _ in range(epochs):
+            perm = torch.randperm(len(y_tr), generator=order)
+            for start in range(0, len(y_tr), batch_size):
+                batch = perm[start:start + batch_size]
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(linear(x_tr[batch]), y_tr[batch]).backward()
+                opt.step()
+            with torch.no_grad():
+                curve_tr.append(float((linear(x_tr).argmax(1) == y_tr).float().mean()))
+                curve_te.append(float((linear(x_te).argmax(1) == y_te).float().mean()))
+        result[modality] = {"cue": cue, "train_top1": curve_tr, "test_top1": curve_te,
+                            "gap": curve_tr[-1] - curve_te[-1]}
     return result

@@ -1,9 +1,15 @@
-"""Procedural sounds for the built-in synthetic dataset (numpy only, deterministic from an rng).
+"""Sounds for the built-in synthetic dataset, deterministic from an rng.
 
-No pip-installable speech engine is available to the project without a new dependency, so
-the dataset's "voices" are procedural: every sound is drawn with a :class:`Voice` (pitch,
-decay and brightness factors). Training clips use :data:`TRAIN_VOICES`, validation and test
-clips :data:`HELDOUT_VOICES`: the same sound classes made by other sources, a train/test shift
+Two families:
+
+- procedural sounds (numpy only): impacts, tones, chirps, hums and backgrounds, each drawn
+  with a :class:`Voice` (pitch, decay and brightness factors). Training clips use
+  :data:`TRAIN_VOICES`, validation and test clips :data:`HELDOUT_VOICES`;
+- spoken words (:func:`spoken`, words :data:`WORDS`), synthesised offline by eSpeak NG
+  (:mod:`avsf.data.synth_speech`). Training clips are spoken by :data:`TRAIN_SPEAKERS`,
+  validation and test clips by :data:`HELDOUT_SPEAKERS`, other speakers altogether.
+
+Either way the same sound classes are made by other sources at test time: a train/test shift
 in the sound that punishes an audio pathway for memorising its training set.
 
 All functions return float32 mono waveforms [S] in about [-1, 1].
@@ -32,6 +38,13 @@ TRAIN_VOICES = (Voice(0.80, 1.0, 1.0), Voice(0.95, 0.8, 1.2), Voice(1.10, 1.2, 0
 HELDOUT_VOICES = (Voice(0.87, 0.9, 1.05), Voice(1.02, 1.1, 1.0), Voice(1.20, 1.0, 1.0))
 TRAIN_BACKGROUNDS = ("noise", "wind")  # class-irrelevant background sound heard in training
 HELDOUT_BACKGROUNDS = ("chatter", "music")  # other backgrounds at validation / test time
+# spoken words: eSpeak NG voices (language + variant). Two training speakers, both male voices:
+# little variety, quick to fit; the held-out speakers are two female voices and an American
+# accent, a shift that a model which memorised its training speakers pays for (the paper's
+# Fig. 3; tests/test_synthetic.py checks it)
+WORDS = ("open", "close", "push", "lock")
+TRAIN_SPEAKERS = ("en+m1", "en+m3")
+HELDOUT_SPEAKERS = ("en+f2", "en-us+m4", "en+f4")
 
 
 # --- building blocks ---------------------------------------------------------------------
@@ -139,6 +152,25 @@ def boing(*, sr: int, voice: Voice, rng: np.random.Generator) -> np.ndarray:
 EVENT_SOUNDS: dict[str, Callable[..., np.ndarray]] = {
     "thud": thud, "slam": slam, "knock": knock, "squeak": squeak, "bell": bell, "buzz": buzz, "boing": boing,
 }
+
+
+# --- spoken words (one per visual event) -------------------------------------------------------
+def spoken(*, word: str, sr: int, speaker: str, rng: np.random.Generator) -> np.ndarray:
+    """`word` said by `speaker` (an eSpeak NG voice such as "en+m1"), slightly faster or slower
+    (and so higher or lower) from clip to clip; silence trimmed, so it starts at once."""
+    from scipy.signal import resample_poly  # noqa: PLC0415
+
+    from avsf.data.synth_speech import ENGINE_RATE, word_bank  # noqa: PLC0415
+
+    speakers = TRAIN_SPEAKERS + HELDOUT_SPEAKERS
+    if word in WORDS and speaker in speakers:  # the dataset's own bank, synthesised once per process
+        x = word_bank(WORDS, speakers)[(speaker, word)]
+    else:
+        x = word_bank((word,), (speaker,))[(speaker, word)]
+    speed = rng.uniform(0.97, 1.03)
+    up = 200
+    down = int(round(up * ENGINE_RATE * speed / sr))
+    return _normalise(resample_poly(x, up, down), 0.6)
 
 
 # --- continuous sounds -------------------------------------------------------------------------

