@@ -43,6 +43,7 @@ import numpy as np
 
 from avsf.data import synth_sounds as sounds
 from avsf.data import synth_visuals as visuals
+from avsf.data.synthetic import swap_in
 from avsf.errors import UserError
 
 GENERATOR_VERSION = 1  # bump whenever the generated content changes: cached copies regenerate
@@ -183,13 +184,7 @@ def generate(out: Path, *, spec: DetScale, seed: int) -> Path:
                     "spec": asdict(spec), "actions": [{"id": i + 1, "name": a, "cue": CUES[a]} for i, a in enumerate(ACTIONS)],
                     "time_offset": TIME_OFFSET, "videos": metas, "generation_seconds": round(time.time() - start, 2)}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))  # last: marks the folder complete
-        if out.exists():
-            trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(out, trash)
-            os.rename(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
+        swap_in(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

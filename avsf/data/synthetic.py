@@ -374,17 +374,23 @@ def generate_dataset(out: str | os.PathLike, *, spec: ScaleSpec, seed: int, work
         # the manifest is written last: a folder with a manifest is a complete dataset
         manifest = _manifest(spec=spec, seed=seed, clips=clips, seconds=time.time() - start)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        if out.exists():
-            trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(out, trash)
-            os.rename(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
+        swap_in(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def swap_in(tmp: Path, out: Path) -> None:
+    """Put the finished folder `tmp` at `out` with renames only: a reader sees the old complete
+    folder or the new one, never a half-written one."""
+    if out.exists():
+        trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(out, trash)
+        os.rename(tmp, out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(tmp, out)
 
 
 def read_manifest(path: str | os.PathLike) -> dict | None:

@@ -593,13 +593,8 @@ class AVADataset(AVClipDataset):
                 clip, boxes = eval_boxes_transform(frames, kf.boxes, short_side=d.test_short_side,
                                                    crop=d.test_crop if self.split == "val" else None)
             sample["slow"], sample["fast"] = pack_pathways(clip, alpha=self.geometry.alpha)
-            if self.want_audio:
-                sample["audio"] = self._logmel(waveform)
-            if self.want_negatives:
-                neg, hard = self._negative(video, container, record, start=start, rng=rng,
-                                           has_audio=waveform is not None)
-                sample["audio_neg"] = self._logmel(neg) if neg is not None else torch.zeros_like(sample["audio"])
-                sample["audio_neg_hard"] = hard
+            sample.update(self._audio_fields(waveform, video=video, container=container, record=record,
+                                             start=start, rng=rng))
         finally:
             container.close()
         sample["boxes"] = boxes

@@ -194,13 +194,8 @@ class AVClipDataset(torch.utils.data.Dataset):
                     clip = eval_transform(frames, short_side=cfg.data.test_short_side, crop=cfg.data.test_crop,
                                           spatial_index=s_view, num_spatial=cfg.data.num_spatial_views)
                 sample["slow"], sample["fast"] = pack_pathways(clip, alpha=geo.alpha)
-            if self.want_audio:
-                sample["audio"] = self._logmel(waveform)
-            if self.want_negatives:
-                neg, hard = self._negative(video, container, record, start=start, rng=rng,
-                                           has_audio=waveform is not None)
-                sample["audio_neg"] = self._logmel(neg) if neg is not None else torch.zeros_like(sample["audio"])
-                sample["audio_neg_hard"] = hard
+            sample.update(self._audio_fields(waveform, video=video, container=container, record=record,
+                                             start=start, rng=rng))
         finally:
             if container is not None:
                 container.close()
@@ -210,6 +205,19 @@ class AVClipDataset(torch.utils.data.Dataset):
         sample["video_index"] = torch.tensor(video, dtype=torch.int64)
         sample["view_index"] = torch.tensor(t_view * cfg.data.num_spatial_views + s_view, dtype=torch.int64)
         return sample
+
+    def _audio_fields(self, waveform: np.ndarray | None, *, video: int, container: Any, record: VideoRecord,
+                      start: float, rng: np.random.Generator) -> dict[str, Any]:
+        """The clip's log-mel ``"audio"`` and, when AVS trains, its negative ``"audio_neg"`` (a hard
+        one decoded from the same video, else zeros that the collate fills with another video's)."""
+        out: dict[str, Any] = {}
+        if self.want_audio:
+            out["audio"] = self._logmel(waveform)
+        if self.want_negatives:
+            neg, hard = self._negative(video, container, record, start=start, rng=rng, has_audio=waveform is not None)
+            out["audio_neg"] = self._logmel(neg) if neg is not None else torch.zeros_like(out["audio"])
+            out["audio_neg_hard"] = hard
+        return out
 
     def _logmel(self, waveform: np.ndarray | None) -> torch.Tensor:
         d, m = self.cfg.data, self.cfg.model
