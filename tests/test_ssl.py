@@ -191,8 +191,11 @@ def test_ucf101_and_hmdb51_views_parse_in_the_official_formats(smoke_root):
 
     ucf = E.ensure_synthetic_view(kind="ucf101", synthetic_root=test_data_dir(), scale="smoke")
     hmdb = E.ensure_synthetic_view(kind="hmdb51", synthetic_root=test_data_dir(), scale="smoke")
-    assert (ucf / "classInd.txt").read_text().startswith("1 DoorClosing\n")
-    assert (ucf / "trainlist01.txt").read_text().startswith("DoorClosing/v_DoorClosing_g01_c01.avi 1\n")
+    from avsf.data.synthetic import CLASSES
+
+    first = "".join(w.capitalize() for w in CLASSES[0].name.split())  # "door opening" -> DoorOpening
+    assert (ucf / "classInd.txt").read_text().startswith(f"1 {first}\n")
+    assert (ucf / "trainlist01.txt").read_text().startswith(f"{first}/v_{first}_g01_c01.avi 1\n")
     for split, n in (("train", 80), ("test", 40)):
         listing = ucf_hmdb.read_split_ucf101(root=ucf, split_dir=ucf, split=split)
         assert (len(listing.records), listing.num_classes, listing.bad_lines) == (n, 20, [])
@@ -200,7 +203,8 @@ def test_ucf101_and_hmdb51_views_parse_in_the_official_formats(smoke_root):
     for split, n in (("train", 40), ("val", 20), ("test", 20)):
         listing = ucf_hmdb.read_split_hmdb51(root=hmdb, split_dir=hmdb, split=split)
         assert (len(listing.records), listing.num_classes, listing.bad_lines) == (n, 10, [])
-    assert " 0 \n" in (hmdb / "door_closing_test_split1.txt").read_text()  # unused clips listed as 0
+    split_file = hmdb / f"{CLASSES[0].name.replace(' ', '_')}_test_split1.txt"
+    assert " 0 \n" in split_file.read_text()  # unused clips listed as 0
 
 
 def test_grid_transfer_rows_start_from_their_pretrain_rows():
