@@ -43,7 +43,7 @@ import numpy as np
 
 from avsf.data import synth_sounds as sounds
 from avsf.data import synth_visuals as visuals
-from avsf.data.synthetic import swap_in
+from avsf.data.synthetic import generate_once, swap_in
 from avsf.errors import UserError
 
 GENERATOR_VERSION = 1  # bump whenever the generated content changes: cached copies regenerate
@@ -202,22 +202,10 @@ def _complete(path: Path, *, scale: str, seed: int) -> bool:
 
 def ensure_synthetic_ava(root: str | os.PathLike, scale: str, seed: int) -> Path:
     """The synthetic AVA folder ``root/ava-<scale>-seed<seed>``, generated on first use."""
-    from filelock import FileLock
-
     if scale not in SCALES:
         raise UserError(f"unknown synthetic scale {scale!r} for the AVA data; choose one of {', '.join(SCALES)}")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise UserError(f"synthetic seed {seed!r} must be a non-negative integer")
-    root = Path(root)
-    out = root / f"ava-{scale}-seed{seed}"
-    if _complete(out, scale=scale, seed=seed):
-        return out
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the synthetic dataset folder {root}: {e}; set data.synthetic_root "
-                        f"to a writable folder") from e
-    with FileLock(str(root / f".{out.name}.lock")):
-        if not _complete(out, scale=scale, seed=seed):
-            generate(out, spec=SCALES[scale], seed=seed)
-    return out
+    return generate_once(Path(root) / f"ava-{scale}-seed{seed}",
+                         complete=lambda out: _complete(out, scale=scale, seed=seed),
+                         generate=lambda out: generate(out, spec=SCALES[scale], seed=seed))

@@ -413,22 +413,30 @@ def ensure_synthetic(root: str | os.PathLike, scale: str, seed: int, *, workers:
     A file lock makes concurrent callers (two notebooks, two test sessions) generate it once;
     a copy made by an older generator version is regenerated.
     """
-    from filelock import FileLock
-
     spec = scale_spec(scale)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise UserError(f"synthetic seed {seed!r} must be a non-negative integer")
-    root = Path(root)
-    out = root / f"{scale}-seed{seed}"
-    if is_complete(out, scale=scale, seed=seed):
+    return generate_once(Path(root) / f"{scale}-seed{seed}",
+                         complete=lambda out: is_complete(out, scale=scale, seed=seed),
+                         generate=lambda out: generate_dataset(out, spec=spec, seed=seed, workers=workers,
+                                                               overwrite=True))
+
+
+def generate_once(out: Path, *, complete, generate) -> Path:
+    """`out` as is when ``complete(out)``; else ``generate(out)`` under a file lock beside it, so
+    concurrent callers (two notebooks, two test sessions) generate it once."""
+    from filelock import FileLock
+
+    if complete(out):
         return out
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot create the synthetic dataset folder {root}: {e}; set data.synthetic_root to a writable folder") from e
-    with FileLock(str(root / f".{out.name}.lock")):
-        if not is_complete(out, scale=scale, seed=seed):  # another process may have finished it meanwhile
-            generate_dataset(out, spec=spec, seed=seed, workers=workers, overwrite=True)
+        raise UserError(f"cannot create the synthetic dataset folder {out.parent}: {e}; set data.synthetic_root "
+                        f"to a writable folder") from e
+    with FileLock(str(out.parent / f".{out.name}.lock")):
+        if not complete(out):  # another process may have finished it meanwhile
+            generate(out)
     return out
 
 
