@@ -134,7 +134,12 @@ def test_run_directory_files(tmp_path, monkeypatch):
     assert ["val_top1" in line for line in lines[:3]] == [False, True, True]
     for line in lines[:3]:
         assert {"step", "lr", "train_loss", "train_loss_task", "train_loss_avs", "train_top1", "clips_per_s",
-                "wall_time_s", "peak_mem_mb"} <= set(line)
+                "wall_time_s", "peak_mem_mb", "data_wait_s", "compute_s", "data_wait_frac"} <= set(line)
+        # the loop's time splits into waiting for batches and computing on them
+        assert line["compute_s"] > 0 and line["data_wait_s"] >= 0
+        assert line["data_wait_frac"] == pytest.approx(
+            line["data_wait_s"] / (line["data_wait_s"] + line["compute_s"]), abs=1e-3)
+    assert "data_wait_frac" in (tmp_path / "log.txt").read_text()
     assert lines[2]["lr"] > 0 and lines[0]["step"] == 6
     resolved = json.loads((tmp_path / "config.json").read_text())
     assert resolved["model"]["num_classes"] == 3  # filled from the dataset

@@ -42,7 +42,8 @@ log = logging.getLogger("avsf.engine")
 
 _STOP = threading.Event()
 # fields of a metrics line that depend on the machine, not on the computation
-TIMING_FIELDS = ("clips_per_s", "wall_time_s", "epoch_time_s", "peak_mem_mb")
+TIMING_FIELDS = ("clips_per_s", "wall_time_s", "epoch_time_s", "peak_mem_mb", "data_wait_s", "compute_s",
+                 "data_wait_frac")
 
 
 def request_stop() -> None:
@@ -66,7 +67,8 @@ class EpochMeter:
     avs: float = 0.0
     avs_stages: dict[str, float] = field(default_factory=dict)
     hits: int = 0
-    train_time_s: float = 0.0
+    train_time_s: float = 0.0  # in the training step (compute)
+    data_wait_s: float = 0.0  # blocked on the loader for the next batch
     data_failures: int = 0  # samples the loader replaced (unreadable files) or files that killed a worker
 
     def add(self, *, clips: int, loss: float, task: float, avs: float | None, stages: dict[str, float],
@@ -86,6 +88,12 @@ class EpochMeter:
                "train_top1": 100.0 * self.hits / max(self.clips, 1), "data_failures": self.data_failures}
         out.update({f"train_{k}": v / n for k, v in sorted(self.avs_stages.items())})
         return out
+
+    def timing(self) -> dict[str, float]:
+        """Where the training loop's time went: waiting for data versus computing."""
+        loop = self.data_wait_s + self.train_time_s
+        return {"data_wait_s": round(self.data_wait_s, 3), "compute_s": round(self.train_time_s, 3),
+                "data_wait_frac": round(self.data_wait_s / loop, 4) if loop > 0 else 0.0}
 
 
 def _wipe_run_dir(run_dir: Path) -> None:
@@ -273,6 +281,7 @@ class Trainer:
         local = torch.tensor([self.meter.clips], dtype=torch.float64)
         clips = int(ddp.all_reduce_sum(local.to(self.device)).item())
         record["clips_per_s"] = round(clips / max(epoch_time, 1e-9), 3)
+        record.update(self.meter.timing())
         if cfg.eval_every > 0 and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.solver.epochs) \
                 and ssl.is_pretrain(cfg):  # self-supervised block: pretext metrics on val
             val = ssl.evaluate_pretext(_unwrap(self.model), cfg, split="val", device=self.device, rank=self.info.rank,
@@ -310,8 +319,10 @@ class Trainer:
                 t_epoch = time.perf_counter()
                 if self.batch_in_epoch < self.steps_per_epoch:
                     loader = self._loader(epoch=self.epoch, start_batch=self.batch_in_epoch)
+                    t_wait = time.perf_counter()
                     for batch in loader:
                         t0 = time.perf_counter()
+                        self.meter.data_wait_s += t0 - t_wait
                         lr, out = self._train_step(batch)
                         self.meter.train_time_s += time.perf_counter() - t0
                         self.step += 1
@@ -326,6 +337,7 @@ class Trainer:
                             self._save()
                         if last_of_epoch:
                             break
+                        t_wait = time.perf_counter()
                     self.meter.data_failures += len(getattr(loader, "failures", ())) + len(getattr(loader, "crashes", ()))
                 self._end_epoch(lr=lr, epoch_time=time.perf_counter() - t_epoch)
         finally:
