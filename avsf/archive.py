@@ -5,6 +5,7 @@ Layout, beside a notebook's table.md (``results/<nb>/`` or ``results/<nb>/<scale
     runs/<run name>/config.json      the trainer's resolved config, paths in portable form
     runs/<run name>/final.json       its test metrics (paths scrubbed)
     runs/<run name>/metrics.jsonl    one line per epoch and the test line (paths scrubbed)
+    runs/<run name>/submitted.json   the config as submitted (portable form): the name's hash
     runs/_late_fusion/<v>+<a>.json   late-fusion metrics of an ensemble row (two runs' checkpoints)
     runs.csv                         one line per cell: row, seed, ``run`` (the run's dir name), ...
     provenance.json                  commit, library versions, machine, wall time (avsf.provenance)
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 
 RUNS_DIR = "runs"
 RUN_FILES = ("config.json", "final.json", "metrics.jsonl")
+# the launcher's submitted config (launch.json's, without host, pid, job ids or log paths): the
+# run name is its hash, and a render from the archive rebuilds the grid's entries from it
+SUBMITTED_FILE = "submitted.json"
 LATE_FUSION_DIR = "_late_fusion"  # where report.late_fusion_metrics caches, inside the sweep dir
 PROVENANCE_FILE = "provenance.json"
 RUNS_CSV = "runs.csv"
@@ -73,8 +77,17 @@ def _scrub_jsonl(text: str, anchors) -> str:
     return "".join(x + "\n" for x in out)
 
 
+def _submitted_config(run_dir: Path) -> dict[str, Any] | None:
+    """The config the launcher submitted (launch.json): what the run's name is the hash of."""
+    try:
+        return json.loads((run_dir / "launch.json").read_text()).get("config")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
 def archive_run(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """Copy one finished run's config.json, final.json and metrics.jsonl into `dest`, every
+    """Copy one finished run's config.json, final.json, metrics.jsonl (and the submitted config
+    of its launch.json, as submitted.json) into `dest`, every
     machine path replaced: config.json in its portable form (:func:`avsf.portable.hash_form`,
     so it hashes as before), final.json and metrics.jsonl through :func:`avsf.portable.scrub_paths`.
 
@@ -89,6 +102,9 @@ def archive_run(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
     tmp.mkdir(parents=True)
     if cfg is not None:
         _write_json(tmp / "config.json", hash_form(cfg))
+    submitted = _submitted_config(run_dir)
+    if submitted is not None:
+        _write_json(tmp / SUBMITTED_FILE, hash_form(submitted))
     _write_json(tmp / "final.json", scrub_paths(json.loads((run_dir / "final.json").read_text()), anchors))
     if (run_dir / "metrics.jsonl").is_file():
         (tmp / "metrics.jsonl").write_text(_scrub_jsonl((run_dir / "metrics.jsonl").read_text(), anchors))
@@ -187,19 +203,29 @@ def is_render_only(*, output_dir: str | os.PathLike, sweep_dir: str | os.PathLik
     return Path(sweep_dir).resolve() == runs_dir(output_dir).resolve()
 
 
-def record_table(runs: "pd.DataFrame", *, output_dir: str | os.PathLike, sweep_dir: str | os.PathLike,
-                 wall_time_s: float | None = None) -> str:
-    """The trace of one table, written beside it: runs.csv naming each cell's run by its
-    directory name, the runs archived under runs/, provenance.json. Rendering from the archive
+def notebook_settings(params: Any) -> dict[str, Any]:
+    """What a render needs of a notebook's params besides the runs (report.Params): no paths."""
+    return {"notebook": params.notebook, "scale": params.scale, "seeds": list(params.seeds),
+            "backend": params.backend, "overrides": list(params.overrides)}
+
+
+def record_table(runs: "pd.DataFrame", *, params: Any, wall_time_s: float | None = None) -> str:
+    """The trace of one table, written beside it (``params.output_dir``): runs.csv naming each
+    cell's run by its directory name, the runs archived under runs/, provenance.json (with the
+    notebook's settings, so ``avsf report`` can render it again). Rendering from the archive
     (:func:`is_render_only`) writes runs.csv again and keeps the stored provenance.
 
+    Args:
+        runs: report.collect's frame (``row``, ``seed``, ``run_dir``, ``finished``, metrics).
+        params: the notebook's report.Params (output_dir, sweep_dir, scale, seeds, ...).
+        wall_time_s: how long the notebook took; default: the age of this process (a kernel).
     Returns the provenance line for table.md."""
-    out = Path(output_dir)
+    out = Path(params.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if len(runs):
         runs_table(runs).to_csv(out / RUNS_CSV, index=False)
     path = out / PROVENANCE_FILE
-    if is_render_only(output_dir=out, sweep_dir=sweep_dir):
+    if is_render_only(output_dir=out, sweep_dir=params.sweep_dir):
         if not path.is_file():
             return "Provenance: not recorded (this archive predates provenance.json)."
         return provenance_markdown(json.loads(path.read_text()))
@@ -207,6 +233,7 @@ def record_table(runs: "pd.DataFrame", *, output_dir: str | os.PathLike, sweep_d
         archive_runs(runs, output_dir=out)
     record = collect_provenance(wall_time_s=process_wall_time_s() if wall_time_s is None else wall_time_s,
                                 runs_wall_time_s=_runs_wall_time_s(runs) if len(runs) else None)
+    record["settings"] = notebook_settings(params)
     _write_json(path, record)
     return provenance_markdown(record)
 
@@ -265,6 +292,65 @@ def render_only_params(params: Any, entries: Iterable[Any] | None = None) -> Any
                             f"made with other seeds, scale or overrides; render with the same parameters, "
                             f"or with the sweep present")
     return dataclasses.replace(params, sweep_dir=archive)
+
+
+def archived_entries(output_dir: str | os.PathLike) -> list[Any]:
+    """The grid entries (experiments.GridEntry) behind a table, rebuilt from its runs.csv and the
+    archived submitted configs: a render needs neither the grid builder nor the data (so a
+    paper-scale table renders on a machine without the datasets). Ensemble rows add none, as
+    in the grid. UserError when the archive lacks a run or its submitted config."""
+    from avsf.config import RunConfig  # noqa: PLC0415
+    from avsf.experiments import GridEntry  # noqa: PLC0415
+
+    import pandas as pd  # noqa: PLC0415
+
+    out, runs = Path(output_dir), runs_dir(output_dir)
+    settings = stored_settings(out)
+    table = pd.read_csv(out / RUNS_CSV, dtype={"run": str}) if (out / RUNS_CSV).is_file() else None
+    if table is None or "run" not in table.columns:
+        raise UserError(f"{out / RUNS_CSV} is missing or has no 'run' column: render this table once with "
+                        f"its sweep present")
+    entries = []
+    for _, r in table.iterrows():
+        if ENSEMBLE_SEP in str(r["run"]):
+            continue
+        path = runs / str(r["run"]) / SUBMITTED_FILE
+        if not path.is_file():
+            raise UserError(f"{path} is missing: the archive cannot say which config made {r['run']}; render "
+                            f"this table once with its sweep present")
+        cfg = RunConfig.from_dict(json.loads(path.read_text()))
+        if f"{cfg.name}-{cfg.config_hash()}" != r["run"]:
+            raise UserError(f"{path} hashes to {cfg.name}-{cfg.config_hash()}, not to its run's name {r['run']}: "
+                            f"it was edited or made by other code; render with the sweep present")
+        entries.append(GridEntry(settings["notebook"], str(r["row"]), int(r["seed"]), cfg))
+    return entries
+
+
+def render_from_archive(output_dir: str | os.PathLike) -> Any:
+    """Render a table (report.build) from its results folder alone: the settings provenance.json
+    recorded, the entries of :func:`archived_entries`, the archive as the sweep dir. Returns
+    report.Result; the files are written in place (identical when nothing changed)."""
+    from avsf import report  # noqa: PLC0415 (the report sits above this module)
+
+    out = Path(output_dir)
+    settings = stored_settings(out)
+    has_runs = (out / RUNS_CSV).is_file()  # Table 1 counts compute and has no runs
+    entries = archived_entries(out) if has_runs else []
+    params = report.Params(notebook=settings["notebook"], backend=settings["backend"], cluster=None,
+                           scale=settings["scale"], seeds=list(settings["seeds"]), data_roots={},
+                           output_dir=out, sweep_dir=runs_dir(out), overrides=list(settings["overrides"]))
+    return report.build(params, entries)
+
+
+def stored_settings(output_dir: str | os.PathLike) -> dict[str, Any]:
+    """The notebook settings provenance.json recorded (notebook, scale, seeds, backend, overrides)."""
+    path = Path(output_dir) / PROVENANCE_FILE
+    try:
+        settings = json.loads(path.read_text())["settings"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        raise UserError(f"{path} is missing or records no settings: render this table once with its sweep "
+                        f"present") from None
+    return settings
 
 
 # --- checking ---------------------------------------------------------------------------------------

@@ -545,7 +545,7 @@ def render(params: Params, *, runs: pd.DataFrame, rows: pd.DataFrame, claims: pd
     # --- trace hook (avsf.archive): runs.csv by run name, runs/ archive, provenance.json ---
     from avsf.archive import record_table  # noqa: PLC0415
 
-    provenance = record_table(runs, output_dir=out, sweep_dir=params.sweep_dir)
+    provenance = record_table(runs, params=params)
     # --- end trace hook
     md = [f"# {exp.artifact}: {exp.title}", "",
           f"Scale **{params.scale}**, seeds {params.seeds}, backend {params.backend}"
@@ -1045,7 +1045,7 @@ def build_architecture(params: Params) -> Result:
     compute.to_csv(out / "table.csv", index=False)
     from avsf.archive import record_table  # noqa: PLC0415 (trace hook: provenance.json, no runs)
 
-    provenance = record_table(pd.DataFrame(), output_dir=out, sweep_dir=params.sweep_dir)
+    provenance = record_table(pd.DataFrame(), params=params)
     md = [f"# {exp.artifact}: {exp.title}", "", provenance, "", exp.note, "",
           "## Params and GFLOPs per view beside REFERENCE.md", "", to_markdown(compute)]
     for preset in ARCHITECTURE_PRESETS[params.scale]:

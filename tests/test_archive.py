@@ -34,6 +34,8 @@ def _fake_run(sweep: Path, exp: str, row: str, seed: int, top1: float) -> E.Grid
     (d / "checkpoints" / "ckpt-000000004.pt").write_bytes(b"weights")
     (d / "log.txt").write_text(f"reading {cfg.data.synthetic_root}\n")
     (d / "config.json").write_text(json.dumps(cfg.with_overrides(["model.num_classes=20"]).to_dict()))
+    (d / "launch.json").write_text(json.dumps({"config": cfg.to_dict(), "host": "gpu-node-17", "pid": 4242,
+                                               "stderr": str(sweep / ".submitit" / "1" / "1_0_log.err")}))
     final = {"top1": top1, "top5": 90.0, "params": 1000, "gflops": 1.0, "views": 2, "train_wall_time_s": 60.0,
              "test_wall_time_s": 5.0, "per_class_accuracy": {"door closing": top1 + seed, "six shaking": top1 - 5},
              "init_from": {"path": str(sweep / "pre-0123456789ab" / "checkpoints" / "ckpt-000000008.pt"),
@@ -76,7 +78,10 @@ def test_an_archived_run_names_no_path_and_keeps_its_hash(tmp_path):
     src = R.run_dir_of(entry.config, tmp_path / "sweeps")
     assert str(REPO) in (src / "config.json").read_text()  # the trainer's copy holds this machine's paths
     dest = A.archive_run(src, tmp_path / "results" / "nb" / "runs" / src.name)
-    assert sorted(p.name for p in dest.iterdir()) == sorted(A.RUN_FILES)  # no checkpoints, no log
+    # no checkpoints, no logs, no launcher records (host, pid, log paths): the submitted config only
+    assert sorted(p.name for p in dest.iterdir()) == sorted([*A.RUN_FILES, A.SUBMITTED_FILE])
+    submitted = RunConfig.from_dict(json.loads((dest / A.SUBMITTED_FILE).read_text()))
+    assert f"{submitted.name}-{submitted.config_hash()}" == src.name  # the run's name, recomputed
     assert A.find_machine_paths(tmp_path / "results") == []
     cfg = json.loads((dest / "config.json").read_text())
     assert cfg["data"]["synthetic_root"] == "<synthetic>"
@@ -197,3 +202,36 @@ def test_dirty_means_code_changed_not_results(tmp_path):
     (tmp_path / "code.py").write_text("x = 2\n")
     assert V.git_state(tmp_path)["dirty"] is True
     assert V.git_state(tmp_path / "results" / "nowhere") == {"commit": V.UNKNOWN, "dirty": None}
+
+
+def test_avsf_report_renders_from_results_alone_and_checks_paths(tmp_path, capsys):
+    from avsf.cli import main
+
+    exp = "ablate_fusion_stages"
+    entries = _grid(tmp_path / "sweeps", exp)
+    params = _params(tmp_path, exp)
+    R.build(params, entries)
+    out = Path(params.output_dir)
+    committed = {n: (out / n).read_bytes() for n in ("table.csv", "table.md", "rows.csv", "runs.csv")}
+    shutil.rmtree(tmp_path / "sweeps")
+    (out / "table.md").write_text("stale")
+    # entries rebuilt from runs.csv and the archived submitted configs: the grid is not asked
+    rebuilt = A.archived_entries(out)
+    assert [(e.row, e.seed, e.config.config_hash()) for e in rebuilt] == \
+        [(e.row, e.seed, e.config.config_hash()) for e in entries]
+    assert main(["report", exp, "--results", str(tmp_path / "results")]) == 0
+    assert "names no path" in capsys.readouterr().out
+    for name, data in committed.items():
+        assert (out / name).read_bytes() == data, name
+    (out / "notes.md").write_text(f"made in {tmp_path}/sweeps\n")
+    assert main(["report", "--check-only", "--results", str(tmp_path / "results")]) == 2
+    assert "notes.md:1" in capsys.readouterr().err
+
+
+def test_avsf_report_says_what_is_missing(tmp_path, capsys):
+    from avsf.cli import main
+
+    (tmp_path / "results" / "ablate_droppath").mkdir(parents=True)
+    assert main(["report", "ablate_droppath", "--results", str(tmp_path / "results")]) == 2
+    assert "run the notebook once" in capsys.readouterr().err
+    assert main(["report", "no_such_table", "--results", str(tmp_path / "results")]) == 2
