@@ -9,7 +9,8 @@ Three backends carry the same callable, :class:`RunJob`:
   ``max_parallel`` train at once (the others wait for a slot, held as an flock).
 - ``"debug"``: in this process, one run after the other.
 
-The run directory is the unit of truth and is keyed by a stable hash of the config:
+The run directory is the unit of truth and is keyed by a stable, portable hash of the config
+(no machine path enters it, see avsf.portable):
 ``sweep_dir/<cfg.name>-<cfg.config_hash()>``. Files the launcher keeps there:
 
 - ``launch.json``: written by the submitter when it claims the run: the config as submitted
