@@ -235,3 +235,22 @@ def test_avsf_report_says_what_is_missing(tmp_path, capsys):
     assert main(["report", "ablate_droppath", "--results", str(tmp_path / "results")]) == 2
     assert "run the notebook once" in capsys.readouterr().err
     assert main(["report", "no_such_table", "--results", str(tmp_path / "results")]) == 2
+
+
+def test_gpus_are_named_when_cuda_is_up(monkeypatch):
+    import sys
+    import types
+
+    cuda = types.SimpleNamespace(is_available=lambda: True, device_count=lambda: 2,
+                                 get_device_name=lambda i: "NVIDIA H200")
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    record = V.collect_provenance()
+    assert record["machine"]["gpus"] == ["NVIDIA H200", "NVIDIA H200"]
+    assert "GPU: 2 x NVIDIA H200" in V.provenance_markdown(record)
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=types.SimpleNamespace(is_available=lambda: False)))
+    assert V.gpu_models() == [] and "no GPU" in V.provenance_markdown(V.collect_provenance())
+
+
+def test_the_default_wall_time_is_the_age_of_the_process():
+    age = A.process_wall_time_s()
+    assert age is not None and 0.0 < age < 24 * 3600

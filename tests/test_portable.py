@@ -161,3 +161,35 @@ def test_the_trainer_resumes_a_run_dir_made_at_other_paths_but_not_another_confi
     _check_run_dir(tmp_path, _at(cfg, tmp_path / "b"))  # other paths: the same run
     with pytest.raises(UserError, match="different config"):
         _check_run_dir(tmp_path, _at(cfg, tmp_path / "b").with_overrides(["seed=3"]))
+
+
+def _leaves(d: dict, prefix: str = ""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _leaves(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def test_every_field_but_a_paths_parent_folder_enters_the_hash():
+    from avsf.config import set_by_path
+
+    base = _with_paths(get_preset("avslowfast_tiny"), "/home/alice/avsf")
+    for key, value in _leaves(base.to_dict()):
+        cfg = RunConfig.from_dict(base.to_dict())
+        if isinstance(value, bool):
+            new = not value
+        elif isinstance(value, (int, float)):
+            new = value + 1
+        elif isinstance(value, str):
+            new = value + "x"  # for a path: another folder (or file) name
+        else:
+            new = list(value)[:-1] if value else ([0.5] if key == "solver.steps" else ["res2"])
+        set_by_path(cfg, key, new)
+        if key == "data.synthetic_root":  # the folders below it are no longer the built-in data's
+            assert P.hash_form(cfg.to_dict())["data"]["root"] == "<data>/epic-smoke-seed0"
+        assert cfg.config_hash() != base.config_hash(), key
+    # the built-in data itself is its version, scale and seed, wherever it is generated
+    builtin = base.with_overrides({"data.root": "", "data.split_dir": ""})
+    moved = builtin.with_overrides({"data.synthetic_root": "/elsewhere/synth"})
+    assert moved.config_hash() == builtin.config_hash()
