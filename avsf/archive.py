@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from avsf.errors import UserError
-from avsf.portable import anchors_for, hash_form, scrub_paths
+from avsf.portable import ABSOLUTE_IN_TEXT, anchors_for, hash_form, scrub_paths
 from avsf.provenance import collect_provenance, provenance_markdown
 
 if TYPE_CHECKING:
@@ -366,7 +366,6 @@ class Finding:
 
 # the system's own folders name no machine (`/usr/bin/time -v make` in a README is a command)
 SYSTEM_PREFIXES = ("/usr/", "/bin/", "/sbin/", "/etc/", "/dev/", "/proc/", "/sys/", "/opt/conda/bin/")
-_ABSOLUTE = re.compile(r"(?<![\w.<>~/:-])(?:~|[A-Za-z]:)?[/\\](?:[\w.+@-]+[/\\])+[\w.+@-]*")
 
 
 def _literals() -> dict[str, str]:
@@ -395,7 +394,7 @@ def find_machine_paths(results_dir: str | os.PathLike) -> list[Finding]:
             for m in pattern.finditer(text):
                 found.append(Finding(rel, text.count("\n", 0, m.start()) + 1, lit, why))
         if p.suffix in TEXT_SUFFIXES:
-            for m in _ABSOLUTE.finditer(text):
+            for m in ABSOLUTE_IN_TEXT.finditer(text):
                 if m.group().startswith(SYSTEM_PREFIXES):
                     continue
                 found.append(Finding(rel, text.count("\n", 0, m.start()) + 1, m.group(), "an absolute path"))

@@ -159,7 +159,7 @@ def scrub_path(text: str, anchors: Iterable[Anchor]) -> str:
 
 
 # an absolute path inside a longer string: /a/b (two components at least), ~/a or C:\a
-_EMBEDDED = re.compile(r"(?<![\w.<>~/:-])(?:~|[A-Za-z]:)?[/\\](?:[\w.+@-]+[/\\])+[\w.+@-]*")
+ABSOLUTE_IN_TEXT = re.compile(r"(?<![\w.<>~/:-])(?:~|[A-Za-z]:)?[/\\](?:[\w.+@-]+[/\\])+[\w.+@-]*")
 
 
 def scrub_paths(obj: Any, anchors: list[Anchor]) -> Any:
@@ -171,5 +171,5 @@ def scrub_paths(obj: Any, anchors: list[Anchor]) -> Any:
     if isinstance(obj, str):
         if is_absolute(obj) and " " not in obj.strip():
             return scrub_path(obj.strip(), anchors)
-        return _EMBEDDED.sub(lambda m: scrub_path(m.group(), anchors) if is_absolute(m.group()) else m.group(), obj)
+        return ABSOLUTE_IN_TEXT.sub(lambda m: scrub_path(m.group(), anchors) if is_absolute(m.group()) else m.group(), obj)
     return obj
