@@ -20,6 +20,7 @@ COMMANDS = {
     "test": "test",
     "sweep": "sweep",
     "status": "status",
+    "report": "report",
 }
 
 

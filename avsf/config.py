@@ -16,6 +16,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from avsf.portable import hash_form
+
 STAGES = ("pool1", "res2", "res3", "res4")  # junctions where laterals can enter the visual pathways
 AVS_STAGES = ("res2", "res3", "res4", "res5")  # junctions where AVS projections can sit
 ARCHS = ("slowfast", "avslowfast", "audio_only", "late_fusion")
@@ -190,8 +192,10 @@ class RunConfig:
         return _from_dict(cls, d, "")
 
     def config_hash(self, length: int = 12) -> str:
-        """Stable hash of the whole config (independent of key order and Python version)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Stable hash of the whole config (independent of key order and Python version) in its
+        portable form (:func:`avsf.portable.hash_form`): machine paths do not enter it, so two
+        clones at different paths give a grid the same run names."""
+        blob = json.dumps(hash_form(self.to_dict()), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
     def with_overrides(self, overrides: list[str] | dict[str, Any]) -> "RunConfig":

@@ -9,7 +9,8 @@ Three backends carry the same callable, :class:`RunJob`:
   ``max_parallel`` train at once (the others wait for a slot, held as an flock).
 - ``"debug"``: in this process, one run after the other.
 
-The run directory is the unit of truth and is keyed by a stable hash of the config:
+The run directory is the unit of truth and is keyed by a stable, portable hash of the config
+(no machine path enters it, see avsf.portable):
 ``sweep_dir/<cfg.name>-<cfg.config_hash()>``. Files the launcher keeps there:
 
 - ``launch.json``: written by the submitter when it claims the run: the config as submitted
@@ -54,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from avsf.config import RunConfig
 from avsf.errors import UserError
+from avsf.portable import PATH_FIELDS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -196,6 +198,26 @@ def submitted_config(run_dir: str | os.PathLike) -> RunConfig:
     if not launch or "config" not in launch:
         raise UserError(f"{run_dir} has no launch.json with a config: it was not submitted by avsf.launch")
     return RunConfig.from_dict(launch["config"])
+
+
+def repoint(run_dir: str | os.PathLike, cfg: RunConfig) -> None:
+    """Point a run dir made at other paths (same portable hash) at this machine's: launch.json's
+    config becomes `cfg`, config.json (the trainer's resolved copy) takes `cfg`'s path fields,
+    and launch.log says so. Numbers and checkpoints are untouched."""
+    run_dir = Path(run_dir)
+    launch = _read_json(run_dir / "launch.json") or {}
+    if not launch:
+        return
+    _write_json(run_dir / "launch.json", {**launch, "config": cfg.to_dict()})
+    resolved = _read_json(run_dir / "config.json")
+    if resolved is not None:
+        new = cfg.to_dict()
+        for section, key in PATH_FIELDS:
+            if key in resolved.get(section, {}):
+                resolved[section][key] = new[section][key]
+        _write_json(run_dir / "config.json", resolved)
+    _log(run_dir, f"re-pointed to this machine's paths (data.root {cfg.data.root!r}, "
+                  f"data.synthetic_root {cfg.data.synthetic_root!r})")
 
 
 def run_dir_for(cfg: RunConfig, sweep_dir: str | os.PathLike) -> Path:
@@ -608,6 +630,8 @@ def submit(configs: Sequence[RunConfig], *, backend: str, sweep_dir: str | os.Pa
             if existing is not None and RunConfig.from_dict(existing).config_hash() != cfg.config_hash():
                 raise UserError(f"{run_dir}/launch.json holds a different config than its name says; "
                                 f"move that directory away and submit again")
+            if existing is not None and existing != cfg.to_dict():
+                repoint(run_dir, cfg)  # the same run, made at other paths (a clone, a moved sweep)
             st = run_state(run_dir, queue=queue, claim_held=False) if (run_dir / "launch.json").exists() \
                 or (run_dir / "final.json").exists() else {"state": "new"}
             if st["state"] == "done":

@@ -37,6 +37,7 @@ from avsf.engine.optim import build_optimizer, set_lr
 from avsf.engine.precise_bn import update_bn_stats
 from avsf.engine.schedules import build_schedule
 from avsf.errors import UserError
+from avsf.portable import hash_form
 
 log = logging.getLogger("avsf.engine")
 
@@ -112,7 +113,9 @@ def _check_run_dir(run_dir: Path, cfg: RunConfig) -> None:
         except json.JSONDecodeError:
             old = None
         new = cfg.to_dict()
-        if old != new:
+        # the same run at another path (a clone, a moved sweep) differs only in machine paths:
+        # accepted, and config.json is rewritten with this machine's paths
+        if old != new and not (isinstance(old, dict) and hash_form(old) == hash_form(new)):
             diff = sorted(_diff_keys(old, new)) if isinstance(old, dict) else ["config.json (unreadable)"]
             raise UserError(f"{run_dir} holds a run with a different config (differs in "
                             f"{', '.join(diff[:6])}{' ...' if len(diff) > 6 else ''}); choose another --out "
