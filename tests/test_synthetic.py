@@ -55,6 +55,8 @@ def test_layout_counts_and_manifest(smoke_root):
     assert manifest["generator_version"] == synthetic.GENERATOR_VERSION
     assert {c["cue"] for c in manifest["classes"]} == {"sound", "motion", "appearance", "visual", "joint"}
     by_path = {c["path"]: c for c in manifest["clips"]}
+    # held-out splits that resolve: one test clip is 0.1 point (binomial SE ~1.5 points at 50 %)
+    assert len(_read_csv(smoke_root / "test.csv")) >= 1000 and len(_read_csv(smoke_root / "val.csv")) >= 400
     for split in ("train", "val", "test"):
         rows = _read_csv(smoke_root / f"{split}.csv")
         assert len(rows) == 20 * SMOKE.clips_per_class[split]
