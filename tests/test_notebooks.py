@@ -152,7 +152,7 @@ def test_notebook_runs_at_smoke_scale(name, sweep_dir, tmp_path):
         assert (rows["seeds"] == len(CI_SEEDS)).all(), rows["seeds"]
     if name == "ablate_fusion_stages":  # the late-fusion ensemble was evaluated
         assert pd.read_csv(out / "rows.csv").set_index("row").loc["late_fusion", "top1"] != "-"
-    if name == "figA1_per_class_gain":
+    if name == "sectionA3_per_class_gain":
         assert (out / "per_class_gain.png").exists()
         assert table.set_index("claim").loc["P3", "ours_delta"].count(";") == 4  # five classes named
     if name == "fig3_learning_dynamics":
