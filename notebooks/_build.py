@@ -19,9 +19,9 @@ sys.path.insert(0, str(HERE.parent))
 
 from avsf.experiments import EXPERIMENTS, Experiment  # noqa: E402
 
-# default seeds per notebook at the smoke scale: two, so the tables show a spread; the
-# per-class and learning-curve figures read per-seed files and one seed keeps them quick
-DEFAULT_SEEDS = [0, 1]
+# default seeds: three, the fewest the verdict rule (avsf.report.stats.MIN_SEEDS) judges; with
+# fewer every claim reads "inconclusive (n seeds)"
+DEFAULT_SEEDS = [0, 1, 2]
 
 DATA_ROOT_NOTES = {
     "kinetics": "Kinetics-400 folder (train.csv, val.csv, videos); None means the built-in synthetic "
@@ -50,7 +50,7 @@ def parameters_source(exp: Experiment) -> tuple[str, list[str]]:
         'backend: str = "local"  # where runs execute: "debug" (this process), "local" (processes on this machine), "slurm"',
         'cluster: "Optional[str]" = None  # Slurm cluster profile for backend "slurm": "local" (the test cluster) or a profile name in slurm/',
         'scale: str = "smoke"  # "smoke" (tiny models, built-in data, CPU minutes), "small" (R50 size, synthetic small data), "paper"',
-        f'seeds: list[int] = {DEFAULT_SEEDS!r}  # one run per seed and row; tables show mean ± std over seeds',
+        f'seeds: list[int] = {DEFAULT_SEEDS!r}  # one run per seed and row, the same seeds for every row (differences are paired by seed); at least 3 for a verdict',
     ]
     for ds in exp.datasets:
         lines.append(f'data_root_{ds}: "Optional[str]" = None  # {DATA_ROOT_NOTES[ds]}')
@@ -73,8 +73,9 @@ def build_notebook(exp: Experiment) -> nbformat.NotebookNode:
              f"(smoke scale, built-in data, local backend), or with `-p scale small`, "
              f"`-p backend slurm -p cluster <profile>`. "
              f"`papermill --help-notebook notebooks/{exp.name}.ipynb` lists the parameters.\n\n"
-             f"Writes `{'results/' + exp.name}/`: `table.csv` and `table.md` (ours beside the paper, "
-             f"with the verdict), `rows.csv`, `runs.csv` and the PNG plots.")
+             f"Writes `{'results/' + exp.name}/`: `table.csv` and `table.md` (ours beside the paper: the "
+             f"paired difference over seeds, its 95 % interval, the minimum detectable effect and the "
+             f"verdict), `rows.csv`, `runs.csv` and the PNG plots (the forest plot of every claim first).")
     if exp.note:
         intro += f"\n\n{exp.note}"
     cells = [
@@ -93,7 +94,8 @@ def build_notebook(exp: Experiment) -> nbformat.NotebookNode:
                                       "in `sweep_dir` and waits, printing progress."),
         nbformat.v4.new_code_cell("entries = report.submit_and_wait(params)\nlen(entries)"),
         nbformat.v4.new_markdown_cell("## Tables\nOur numbers (mean ± std over seeds), then the "
-                                      "paper's claims beside ours with the verdict at this scale."),
+                                      "paper's claims beside ours: paired difference, 95 % interval, "
+                                      "minimum detectable effect and the verdict at this scale."),
         nbformat.v4.new_code_cell("result = report.build(params, entries)\ndisplay(Markdown(result.markdown))"),
         nbformat.v4.new_markdown_cell("## Plots"),
         nbformat.v4.new_code_cell("for png in result.figures:\n    display(Image(filename=str(png)))"),
