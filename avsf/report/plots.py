@@ -84,7 +84,9 @@ def _paper_values(exp: Experiment, metric: str) -> dict[str, float]:
         if link.metric != metric or len(link.rows) != 2 or link.rule not in ("delta", "sign", "equivalence", "per_class"):
             continue
         c = claims[link.claim_id]
-        for row, value in zip(link.rows, (c["baseline_value"], c["claimed_value"])):
+        # a direction-only comparison's claimed value is another row's (A4 at P_d = 0.5 vs 0.8's 77.0)
+        values = (c["baseline_value"],) if link.rule == "sign" else (c["baseline_value"], c["claimed_value"])
+        for row, value in zip(link.rows, values):
             number = parse_number(value)
             if number is not None:
                 out.setdefault(row, number)

@@ -76,10 +76,6 @@ class Paired:
     p: float  # two-sided paired t-test of mean(d) = 0 (nan when n < 2)
     mde: float  # minimum detectable |mean| at POWER (nan when n < 2)
 
-    @property
-    def se(self) -> float:
-        return self.sd / math.sqrt(self.n) if self.n > 1 else float("nan")
-
 
 def paired_stats(diffs, *, confidence: float = CONFIDENCE, alpha: float = ALPHA, power: float = POWER) -> Paired:
     """t-interval, p-value and MDE of paired differences ``diffs`` [n] (nan entries dropped)."""

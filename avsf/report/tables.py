@@ -130,6 +130,11 @@ def _row_values(runs: pd.DataFrame, row: str, metric: str, seeds) -> str:
                         len(vals))
 
 
+TABLE_COLUMNS = ("claim", "comparison", "setting", "metric", "paper_baseline", "paper_claimed", "paper_delta",
+                 "ours_baseline", "ours_claimed", "ours_delta", "ci_low", "ci_high", "mde", "seeds", "p", "p_holm",
+                 "verdict", "size", "note")
+
+
 def _blank(link: ClaimLink, claim: dict) -> dict[str, Any]:
     return {"claim": link.claim_id, "comparison": link.label or " -> ".join(link.rows),
             "setting": claim["setting"], "metric": claim["metric"],
@@ -181,7 +186,7 @@ def claims_table(exp: Experiment | str, runs: pd.DataFrame, *, scale: str,
             rec["size"] = S.size_agreement(stats, size, scale=scale) if link.rule == "delta" else ""
     for rec in records:
         rec.pop("_both_up_down", None)
-    return pd.DataFrame.from_records(records)
+    return pd.DataFrame.from_records(records, columns=list(TABLE_COLUMNS))
 
 
 def _judge(exp: Experiment, link: ClaimLink, claim: dict, runs: pd.DataFrame, *, scale: str) -> dict[str, Any]:
@@ -259,11 +264,6 @@ def _judge_compute(exp: Experiment, link: ClaimLink, claim: dict) -> dict[str, A
 
 
 # --- files -----------------------------------------------------------------------------------------
-TABLE_COLUMNS = ("claim", "comparison", "setting", "metric", "paper_baseline", "paper_claimed", "paper_delta",
-                 "ours_baseline", "ours_claimed", "ours_delta", "ci_low", "ci_high", "mde", "seeds", "p", "p_holm",
-                 "verdict", "size", "note")
-
-
 def _fmt_cell(value: Any) -> str:
     if isinstance(value, float):
         return "" if math.isnan(value) else f"{value:.3g}" if abs(value) < 0.01 else f"{value:.2f}"
