@@ -94,12 +94,18 @@ def count_model(cfg: ModelConfig, crop: int, *, width: int | None = None) -> dic
     as in fvcore; the box's linear layer is counted).
 
     "gflops_audio" is the Audio pathway's and its laterals' share of "gflops". A late-fusion
-    config counts both of its models. A config with num_classes=0 (smoke presets) is counted
-    with 400 classes.
+    config counts both of its models. The head counted is the config's: a config with
+    ``num_classes=0`` (the smoke presets: the dataset decides) is refused, so a count never
+    silently assumes a class count the trained model did not have.
+
+    Raises:
+        ValueError when ``cfg.num_classes`` is not positive.
     """
     from avsf.models.network import AVSlowFast, example_inputs
 
-    cfg = dataclasses.replace(cfg, num_classes=cfg.num_classes or 400)
+    if cfg.num_classes <= 0:
+        raise ValueError(f"num_classes={cfg.num_classes}: the class count is filled from the dataset when a run "
+                         f"starts; count the run's config.json (its resolved model) or set model.num_classes")
     parts = ([dataclasses.replace(cfg, arch="slowfast"), dataclasses.replace(cfg, arch="audio_only")]
              if cfg.arch == "late_fusion" else [cfg])
     params = flops = flops_audio = 0

@@ -19,9 +19,9 @@ sys.path.insert(0, str(HERE.parent))
 
 from avsf.experiments import EXPERIMENTS, Experiment  # noqa: E402
 
-# default seeds per notebook at the smoke scale: two, so the tables show a spread; the
-# per-class and learning-curve figures read per-seed files and one seed keeps them quick
-DEFAULT_SEEDS = [0, 1]
+# default seeds: three, the fewest the verdict rule (avsf.report.stats.MIN_SEEDS) judges; with
+# fewer every claim reads "inconclusive (n seeds)"
+DEFAULT_SEEDS = [0, 1, 2]
 
 DATA_ROOT_NOTES = {
     "kinetics": "Kinetics-400 folder (train.csv, val.csv, videos); None means the built-in synthetic "
@@ -50,7 +50,7 @@ def parameters_source(exp: Experiment) -> tuple[str, list[str]]:
         'backend: str = "local"  # where runs execute: "debug" (this process), "local" (processes on this machine), "slurm"',
         'cluster: "Optional[str]" = None  # Slurm cluster profile for backend "slurm": "local" (the test cluster) or a profile name in slurm/',
         'scale: str = "smoke"  # "smoke" (tiny models, built-in data, CPU minutes), "small" (R50 size, synthetic small data), "paper"',
-        f'seeds: list[int] = {DEFAULT_SEEDS!r}  # one run per seed and row; tables show mean ± std over seeds',
+        f'seeds: list[int] = {DEFAULT_SEEDS!r}  # one run per seed and row, the same seeds for every row (differences are paired by seed); at least 3 for a verdict',
     ]
     for ds in exp.datasets:
         lines.append(f'data_root_{ds}: "Optional[str]" = None  # {DATA_ROOT_NOTES[ds]}')
@@ -59,6 +59,7 @@ def parameters_source(exp: Experiment) -> tuple[str, list[str]]:
         'sweep_dir: str = "sweeps"  # run directories (relative to the project); finished runs found here are reused',
         'max_parallel: int = 2  # runs at once: processes (local) or concurrent array tasks (slurm)',
         'overrides: list = []  # extra settings for every run in `avsf train --set` syntax (section.key, the equals sign, the value), e.g. solver.epochs 2 for a quick look; [] means the scale recipe',
+        'render_only: bool = False  # True: render the table again from output_dir alone (its runs/ archive, runs.csv, provenance.json) with the settings it was made with; trains and submits nothing, needs neither sweep_dir nor the data',
     ]
     declared = [ln.split("=", 1)[0].split(":", 1)[0].strip() for ln in lines[1:]]
     return "\n".join(lines) + "\n", declared
@@ -73,8 +74,12 @@ def build_notebook(exp: Experiment) -> nbformat.NotebookNode:
              f"(smoke scale, built-in data, local backend), or with `-p scale small`, "
              f"`-p backend slurm -p cluster <profile>`. "
              f"`papermill --help-notebook notebooks/{exp.name}.ipynb` lists the parameters.\n\n"
-             f"Writes `{'results/' + exp.name}/`: `table.csv` and `table.md` (ours beside the paper, "
-             f"with the verdict), `rows.csv`, `runs.csv` and the PNG plots.")
+             f"Writes `{'results/' + exp.name}/`: `table.csv` and `table.md` (ours beside the paper: the "
+             f"paired difference over seeds, its 95 % interval, the minimum detectable effect and the "
+             f"verdict), `rows.csv`, `runs.csv` (each cell's run by name), `runs/` (the runs behind every "
+             f"number, no checkpoints), `provenance.json` (commit, versions, machine) and the PNG plots "
+             f"(the forest plot of every claim first). `-p render_only True` renders it again from that "
+             f"folder alone.")
     if exp.note:
         intro += f"\n\n{exp.note}"
     cells = [
@@ -90,10 +95,12 @@ def build_notebook(exp: Experiment) -> nbformat.NotebookNode:
             "params",
             metadata={"tags": ["imports"]}),
         nbformat.v4.new_markdown_cell("## Runs\nSubmits every run of the grid not already finished "
-                                      "in `sweep_dir` and waits, printing progress."),
+                                      "in `sweep_dir` and waits, printing progress (with `render_only`: "
+                                      "submits nothing and reads the runs archived beside the table)."),
         nbformat.v4.new_code_cell("entries = report.submit_and_wait(params)\nlen(entries)"),
         nbformat.v4.new_markdown_cell("## Tables\nOur numbers (mean ± std over seeds), then the "
-                                      "paper's claims beside ours with the verdict at this scale."),
+                                      "paper's claims beside ours: paired difference, 95 % interval, "
+                                      "minimum detectable effect and the verdict at this scale."),
         nbformat.v4.new_code_cell("result = report.build(params, entries)\ndisplay(Markdown(result.markdown))"),
         nbformat.v4.new_markdown_cell("## Plots"),
         nbformat.v4.new_code_cell("for png in result.figures:\n    display(Image(filename=str(png)))"),

@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from avsf import archive as A
+from avsf.report import archive as A
 from avsf import experiments as E
-from avsf import provenance as V
+from avsf.report import provenance as V
 from avsf import report as R
 from avsf.config import RunConfig
 from avsf.errors import UserError
@@ -74,7 +74,7 @@ def _params(tmp_path: Path, exp: str) -> R.Params:
 
 # --- archiving one run --------------------------------------------------------------------------
 def test_an_archived_run_names_no_path_and_keeps_its_hash(tmp_path):
-    entry = _fake_run(tmp_path / "sweeps", "figA1_per_class_gain", "avslowfast", 0, 42.0)
+    entry = _fake_run(tmp_path / "sweeps", "sectionA3_per_class_gain", "avslowfast", 0, 42.0)
     src = R.run_dir_of(entry.config, tmp_path / "sweeps")
     assert str(REPO) in (src / "config.json").read_text()  # the trainer's copy holds this machine's paths
     dest = A.archive_run(src, tmp_path / "results" / "nb" / "runs" / src.name)
@@ -125,7 +125,7 @@ def test_the_check_finds_this_machines_host_name(tmp_path, monkeypatch):
 
 
 # --- a table from results/ alone ----------------------------------------------------------------------
-@pytest.mark.parametrize("exp", ["ablate_fusion_stages", "fig3_learning_dynamics", "figA1_per_class_gain"])
+@pytest.mark.parametrize("exp", ["ablate_fusion_stages", "fig3_learning_dynamics", "sectionA3_per_class_gain"])
 def test_a_table_regenerates_from_results_alone(tmp_path, exp):
     entries = _grid(tmp_path / "sweeps", exp)
     params = _params(tmp_path, exp)
@@ -152,7 +152,7 @@ def test_a_table_regenerates_from_results_alone(tmp_path, exp):
 
 
 def test_render_only_names_the_runs_the_archive_lacks(tmp_path):
-    exp = "figA1_per_class_gain"
+    exp = "sectionA3_per_class_gain"
     entries = _grid(tmp_path / "sweeps", exp)
     params = _params(tmp_path, exp)
     with pytest.raises(UserError, match="no archived runs"):
@@ -164,7 +164,7 @@ def test_render_only_names_the_runs_the_archive_lacks(tmp_path):
 
 
 def test_a_rerun_with_fewer_runs_prunes_the_archive(tmp_path):
-    exp = "figA1_per_class_gain"
+    exp = "sectionA3_per_class_gain"
     entries = _grid(tmp_path / "sweeps", exp)
     params = _params(tmp_path, exp)
     R.build(params, entries)
@@ -254,3 +254,48 @@ def test_gpus_are_named_when_cuda_is_up(monkeypatch):
 def test_the_default_wall_time_is_the_age_of_the_process():
     age = A.process_wall_time_s()
     assert age is not None and 0.0 < age < 24 * 3600
+
+
+# --- a trained grid, rendered again from results/ alone -----------------------------------------------
+# the notebook tests' quick smoke settings (tests/test_notebooks.py): one seed, one epoch per run
+QUICK_SEEDS, QUICK_OVERRIDES = [0], ["solver.epochs=1"]
+
+
+@pytest.mark.slow
+def test_a_trained_table_with_late_fusion_renders_again_from_results_alone(tmp_path, one_torch_thread):
+    """Table 6's SlowFast and audio-only rows trained (debug backend), their late-fusion row
+    evaluated from both checkpoints; then sweeps/ is deleted and the notebook's render-only
+    mode (validate_parameters -> submit_and_wait -> build) writes the same files again."""
+    from avsf import launch
+
+    exp = "ablate_fusion_stages"
+    keep = ("slowfast", "audio_only")  # the late-fusion row's members: the cheapest grid with an ensemble
+    entries = [e for e in E.get_grid_entries(exp, scale="smoke", seeds=QUICK_SEEDS, overrides=QUICK_OVERRIDES)
+               if e.row in keep]
+    configs = [e.config for e in entries]
+    E.prepare_data(configs)
+    sweep = tmp_path / "sweeps"
+    launch.submit(configs, backend="debug", sweep_dir=sweep)
+    ns = {"backend": "debug", "cluster": None, "scale": "smoke", "seeds": QUICK_SEEDS, "data_root_kinetics": None,
+          "output_dir": str(tmp_path / "results" / exp), "sweep_dir": str(sweep), "max_parallel": 1,
+          "overrides": QUICK_OVERRIDES}
+    first = R.build(R.validate_parameters(ns, notebook=exp, declared=DECLARED), entries)
+    out = first.out_dir
+    fused = first.runs[first.runs["row"] == "late_fusion"]
+    assert len(fused) == len(QUICK_SEEDS) and fused["top1"].notna().all()  # evaluated from the checkpoints
+    cached = sorted(p.name for p in (A.runs_dir(out) / A.LATE_FUSION_DIR).glob("*.json"))
+    assert cached == sorted(f"{v}+{a}.json" for v, a in (r.split(" + ") for r in fused["run"]))
+    A.check_no_machine_paths(tmp_path / "results")
+    committed = {n: (out / n).read_bytes() for n in ("table.csv", "table.md", "rows.csv", "runs.csv")}
+
+    shutil.rmtree(sweep)  # a fresh clone: results/ only, no checkpoints to ensemble
+    declared = [*DECLARED, "render_only"]
+    with pytest.raises(UserError, match="seeds: archived"):  # another table than the archived one
+        R.validate_parameters({**ns, "seeds": [0, 1, 2], "render_only": True}, notebook=exp, declared=declared)
+    params = R.validate_parameters({**ns, "backend": "local", "render_only": True}, notebook=exp, declared=declared)
+    assert params.render_only and params.backend == "debug"  # the backend that made the runs, as recorded
+    again = R.build(params, R.submit_and_wait(params))
+    assert not sweep.exists()  # nothing was submitted
+    for name, data in committed.items():
+        assert (out / name).read_bytes() == data, name
+    assert again.markdown == first.markdown

@@ -60,11 +60,11 @@ def test_shared_runs_hash_the_same_across_notebooks():
 
     default = {hashes(n, "avslowfast") for n in ("table3_kinetics", "ablate_droppath", "ablate_avs",
                                                  "ablate_fusion_stages", "fig3_learning_dynamics",
-                                                 "figA1_per_class_gain")}
+                                                 "sectionA3_per_class_gain")}
     default |= {hashes("ablate_lateral", "a_fs"), hashes("ablate_audio_capacity", "beta_1_2")}
     assert len(default) == 1
     baseline = {hashes(n, "slowfast") for n in ("table3_kinetics", "ablate_droppath", "ablate_fusion_stages",
-                                                "fig3_learning_dynamics", "figA1_per_class_gain")}
+                                                "fig3_learning_dynamics", "sectionA3_per_class_gain")}
     assert len(baseline) == 1
     assert hashes("ablate_droppath", "dp_none") == hashes("fig3_learning_dynamics", "dp_none")
     assert default.isdisjoint(baseline)

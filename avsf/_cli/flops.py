@@ -27,6 +27,13 @@ def run(args) -> int:
     cfg = get_preset(args.preset)
     if args.overrides:
         cfg = cfg.with_overrides(args.overrides)
+    if cfg.model.num_classes <= 0:
+        if cfg.data.dataset != "synthetic":
+            raise UserError(f"{args.preset} takes its class count from the dataset: give it with "
+                            f"--set model.num_classes=N")
+        from avsf.data.synthetic import CLASSES  # the built-in dataset decides: count its classes
+
+        cfg = cfg.with_overrides([f"model.num_classes={len(CLASSES)}"])
     result = {"preset": args.preset, **count_model(cfg.model, args.crop, width=args.width)}
     if args.json:
         print(json.dumps(result, indent=2))

@@ -16,7 +16,7 @@ def add_arguments(p) -> None:
 
 
 def _table_dirs(results, names: list[str], scale: str):
-    from avsf.archive import PROVENANCE_FILE
+    from avsf.report.archive import PROVENANCE_FILE
     from avsf.errors import UserError
     from avsf.experiments import get_experiment, list_experiments
 
@@ -34,7 +34,7 @@ def _table_dirs(results, names: list[str], scale: str):
 def run(args) -> int:
     from pathlib import Path
 
-    from avsf.archive import check_no_machine_paths, render_from_archive
+    from avsf.report.archive import check_no_machine_paths, render_from_archive
     from avsf.errors import UserError
 
     results = Path(args.results)

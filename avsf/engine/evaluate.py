@@ -21,6 +21,7 @@ from avsf.engine import metrics as M
 from avsf.engine import runtime
 from avsf.engine.checkpoint import load_latest
 from avsf.engine.io import atomic_write_json
+from avsf.engine.losses import task_loss
 from avsf.errors import UserError
 
 log = logging.getLogger("avsf.engine")
@@ -46,7 +47,8 @@ def predict(model: nn.Module, dataset: Any, *, cfg: RunConfig, device: torch.dev
 
     Returns CPU tensors, one row per distinct (video, view) item, sorted by (video, view):
     ``"video_index"`` [M], ``"view_index"`` [M], the per-view probabilities (``"scores"`` [M,K]
-    or ``"verb_scores"``/``"noun_scores"``) and the labels (``"label"`` or ``"verb"``/``"noun"``).
+    or ``"verb_scores"``/``"noun_scores"``), the labels (``"label"`` or ``"verb"``/``"noun"``)
+    and ``"loss_task"`` [M], the training task loss of each view (so val and train losses compare).
     """
     head = cfg.model.head
     was_training = model.training
@@ -60,6 +62,7 @@ def predict(model: nn.Module, dataset: Any, *, cfg: RunConfig, device: torch.dev
         with runtime.autocast(device, bf16=cfg.bf16):
             outputs = model(batch)
         row = _probabilities(outputs, head=head)
+        row["loss_task"] = task_loss(outputs, batch, head=head, reduction="none").float()
         for k in ("video_index", "view_index", *_label_keys(head)):
             row[k] = batch[k]
         for k, v in row.items():
@@ -84,6 +87,8 @@ def summarize(pred: dict[str, Tensor], *, head: str, class_names: list[str] | No
     vid = pred["video_index"]
     views = int(torch.bincount(torch.unique(vid, return_inverse=True)[1]).max())
     out: dict[str, Any] = {"num_videos": int(torch.unique(vid).numel()), "views_per_video": views}
+    if "loss_task" in pred:  # mean over views of the task loss (the trainer's train_loss_task, on this split)
+        out["loss_task"] = float(pred["loss_task"].double().mean())
     if head == "epic":
         videos, verb_s = M.aggregate_views(pred["verb_scores"], vid, reduce="mean")
         _, noun_s = M.aggregate_views(pred["noun_scores"], vid, reduce="mean")
@@ -121,8 +126,8 @@ def _per_video(values: Tensor, video_index: Tensor) -> Tensor:
 
 
 def headline(metrics: dict[str, Any], *, prefix: str) -> dict[str, float]:
-    """The few numbers a metrics.jsonl line carries: top-1/top-5 (or mAP)."""
-    keys = ("map",) if "map" in metrics else ("top1", "top5")
+    """The few numbers a metrics.jsonl line carries: top-1/top-5 (or mAP) and the task loss."""
+    keys = (("map",) if "map" in metrics else ("top1", "top5")) + (("loss_task",) if "loss_task" in metrics else ())
     return {f"{prefix}_{k}": round(float(metrics[k]), 6) for k in keys}
 
 
@@ -148,7 +153,8 @@ def compute_cost(cfg: RunConfig) -> dict[str, Any]:
     else:
         cost = count_model(cfg.model, cfg.data.test_crop)
     views = cfg.data.num_temporal_views * cfg.data.num_spatial_views
-    return {"params": int(cost["params"]), "gflops": float(cost["gflops"]), "views": views,
+    return {"params": int(cost["params"]), "gflops": float(cost["gflops"]),
+            "gflops_audio": float(cost["gflops_audio"]), "views": views,
             "gflops_x_views": f"{float(cost['gflops']):.2f} x {views}",
             "gflops_total": float(cost["gflops"]) * views}
 

@@ -8,22 +8,27 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def task_loss(outputs: dict[str, Tensor], batch: dict[str, Tensor], *, head: str) -> Tensor:
-    """Scalar loss, mean over the batch.
+def task_loss(outputs: dict[str, Tensor], batch: dict[str, Tensor], *, head: str, reduction: str = "mean") -> Tensor:
+    """Scalar loss, mean over the batch (``reduction="none"``: one value per clip, [N]).
 
     - ``softmax``: ``outputs["logits"]`` [N,K], ``batch["label"]`` [N] int64.
     - ``sigmoid``: ``outputs["logits"]`` [N,K], ``batch["label"]`` [N,K] float multi-hot.
     - ``epic``: ``outputs["verb_logits"]`` [N,V] / ``"noun_logits"`` [N,M] with ``batch["verb"]`` /
       ``batch["noun"]`` [N] int64; the sum of the two cross-entropies.
     """
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction={reduction!r}; choose mean or none")
     if head == "softmax":
-        return F.cross_entropy(outputs["logits"].float(), batch["label"])
-    if head == "sigmoid":
-        return F.binary_cross_entropy_with_logits(outputs["logits"].float(), batch["label"].float())
-    if head == "epic":
-        return (F.cross_entropy(outputs["verb_logits"].float(), batch["verb"])
-                + F.cross_entropy(outputs["noun_logits"].float(), batch["noun"]))
-    raise ValueError(f"unknown head {head!r}")
+        per_clip = F.cross_entropy(outputs["logits"].float(), batch["label"], reduction="none")
+    elif head == "sigmoid":  # mean over classes per clip, so the batch mean is BCE's default mean
+        per_clip = F.binary_cross_entropy_with_logits(outputs["logits"].float(), batch["label"].float(),
+                                                      reduction="none").mean(1)
+    elif head == "epic":
+        per_clip = (F.cross_entropy(outputs["verb_logits"].float(), batch["verb"], reduction="none")
+                    + F.cross_entropy(outputs["noun_logits"].float(), batch["noun"], reduction="none"))
+    else:
+        raise ValueError(f"unknown head {head!r}")
+    return per_clip.mean() if reduction == "mean" else per_clip
 
 
 @torch.no_grad()

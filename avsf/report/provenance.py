@@ -94,7 +94,7 @@ def collect_provenance(*, repo: str | os.PathLike | None = None, wall_time_s: fl
         wall_time_s: how long the notebook took to make the table (submit, wait, build).
         runs_wall_time_s: the summed train + test time of the runs behind it (final.json).
     """
-    repo = Path(repo) if repo is not None else Path(__file__).resolve().parents[1]
+    repo = Path(repo) if repo is not None else Path(__file__).resolve().parents[2]  # avsf/report/ -> checkout
     return {**git_state(repo), "versions": package_versions(), "machine": machine(),
             "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 1),
             "runs_wall_time_s": None if runs_wall_time_s is None else round(float(runs_wall_time_s), 1)}

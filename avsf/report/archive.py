@@ -8,12 +8,14 @@ Layout, beside a notebook's table.md (``results/<nb>/`` or ``results/<nb>/<scale
     runs/<run name>/submitted.json   the config as submitted (portable form): the name's hash
     runs/_late_fusion/<v>+<a>.json   late-fusion metrics of an ensemble row (two runs' checkpoints)
     runs.csv                         one line per cell: row, seed, ``run`` (the run's dir name), ...
-    provenance.json                  commit, library versions, machine, wall time (avsf.provenance)
+    provenance.json                  commit, library versions, machine, wall time (report.provenance)
 
 Checkpoints, logs and the launcher's files (host names, pids, log paths) are not copied. The
 run names are the launcher's (``<name>-<portable config hash>``), so ``runs/`` has the layout of
 a sweep dir: the table builder reads it as one (:func:`render_only_params`), and a table
-regenerates from results/ alone, with no sweeps/ present.
+regenerates from results/ alone, with no sweeps/ present. The late-fusion cache has the sweep's
+layout too (``_late_fusion/``), so Table 6's ensemble row is not evaluated again (it would need
+the checkpoints, which are not archived).
 
 :func:`find_machine_paths` lists what in a results/ tree names a path (or the host, user or
 home) of the machine that made it; :func:`check_no_machine_paths` raises on any.
@@ -30,11 +32,14 @@ import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from avsf.errors import UserError
+from avsf.experiments import project_root
 from avsf.portable import ABSOLUTE_IN_TEXT, anchors_for, hash_form, scrub_paths
-from avsf.provenance import collect_provenance, provenance_markdown
+from avsf.report.collect import ENSEMBLE_SEP, LATE_FUSION_DIR, late_fusion_cache_name, run_name
+from avsf.report.params import Params
+from avsf.report.provenance import collect_provenance, provenance_markdown
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,10 +49,8 @@ RUN_FILES = ("config.json", "final.json", "metrics.jsonl")
 # the launcher's submitted config (launch.json's, without host, pid, job ids or log paths): the
 # run name is its hash, and a render from the archive rebuilds the grid's entries from it
 SUBMITTED_FILE = "submitted.json"
-LATE_FUSION_DIR = "_late_fusion"  # where report.late_fusion_metrics caches, inside the sweep dir
 PROVENANCE_FILE = "provenance.json"
 RUNS_CSV = "runs.csv"
-ENSEMBLE_SEP = " + "  # report's run_dir of a late-fusion row: "<visual dir> + <audio dir>"
 TEXT_SUFFIXES = (".csv", ".md", ".json", ".jsonl", ".txt", ".ipynb", ".yaml", ".yml", ".html", ".svg")
 
 
@@ -57,7 +60,7 @@ def runs_dir(output_dir: str | os.PathLike) -> Path:
 
 
 def _project_root() -> str:
-    return str(Path(__file__).resolve().parents[1])
+    return str(project_root())
 
 
 # --- writing -----------------------------------------------------------------------------------
@@ -113,53 +116,55 @@ def archive_run(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
     return dest
 
 
-def _members(run_dir: str) -> list[Path]:
-    """The run dirs behind one cell (two for a late-fusion row)."""
-    return [Path(p) for p in str(run_dir).split(ENSEMBLE_SEP) if p]
+def members(run: str) -> list[str]:
+    """The run names behind one cell of runs.csv (two for a late-fusion row, ``v + a``)."""
+    return [p for p in str(run).split(ENSEMBLE_SEP) if p]
 
 
-def run_name(run_dir: str) -> str:
-    """A cell's run named by its directory name (``a + b`` for a late-fusion row): relative."""
-    return ENSEMBLE_SEP.join(p.name for p in _members(run_dir))
+def _finished_runs(runs: "pd.DataFrame") -> list[str]:
+    if not len(runs):
+        return []
+    finished = runs[runs["finished"].astype(bool)] if "finished" in runs.columns else runs
+    return [str(r) for r in finished["run"]]
 
 
-def runs_table(runs: "pd.DataFrame") -> "pd.DataFrame":
-    """The runs of a table for runs.csv: ``run_dir`` (an absolute path) becomes ``run``, the run's
-    directory name under runs/."""
-    out = runs.copy()
-    if "run_dir" in out.columns:
-        out.insert(list(out.columns).index("run_dir"), "run", [run_name(d) for d in out["run_dir"]])
-        out = out.drop(columns=["run_dir"])
-    return out
+def archive_runs(runs: "pd.DataFrame", *, run_dirs: Mapping[str, os.PathLike], output_dir: str | os.PathLike,
+                 fusion_cache: str | os.PathLike | None = None, prune: bool = True) -> list[str]:
+    """Archive every finished run behind a table into ``<output_dir>/runs/``.
 
-
-def archive_runs(runs: "pd.DataFrame", *, output_dir: str | os.PathLike, prune: bool = True) -> list[str]:
-    """Archive every finished run behind a table (the ``runs`` frame of report.collect, with
-    ``run_dir`` and ``finished``) into ``<output_dir>/runs/``; a late-fusion row's cached metrics
-    (``<sweep>/_late_fusion/<v>+<a>.json``) come along. Runs already in the archive (a render from
-    it) are left as they are. ``prune``: remove archived runs the table no longer names.
-
-    Returns the archived run names."""
+    Args:
+        runs: report.collect's frame (``row``, ``seed``, ``run``: the run's directory name, or
+            ``v + a`` for a late-fusion row; ``finished``).
+        run_dirs: run name -> run directory (report.collect.grid_run_dirs).
+        fusion_cache: where the late-fusion metrics are cached (``<sweep>/_late_fusion``); each
+            ensemble cell's ``<v>+<a>.json`` comes along (paths scrubbed).
+        prune: remove archived runs (and cached ensembles) the table no longer names.
+    Runs already in the archive (a render from it) are left as they are. Returns the archived
+    run names."""
     dest_root = runs_dir(output_dir)
     dest_root.mkdir(parents=True, exist_ok=True)
     names: list[str] = []
     fusion: list[str] = []
-    finished = runs[runs["finished"].astype(bool)] if "finished" in runs.columns else runs
-    for value in finished["run_dir"] if len(finished) else []:
-        members = _members(value)
-        for run in members:
-            if run.name not in names:
-                names.append(run.name)
-                if run.resolve().parent != dest_root.resolve():
-                    archive_run(run, dest_root / run.name)
-        if len(members) == 2:
-            name = f"{members[0].name}+{members[1].name}.json"
-            fusion.append(name)
-            src = members[0].parent / LATE_FUSION_DIR / name
-            dst = dest_root / LATE_FUSION_DIR / name
-            if src.is_file() and src.resolve() != dst.resolve():
+    for cell in _finished_runs(runs):
+        parts = members(cell)
+        for name in parts:
+            if name in names:
+                continue
+            if name not in run_dirs:
+                raise UserError(f"run {name} of runs.csv has no directory to archive from")
+            names.append(name)
+            src = Path(run_dirs[name])
+            if src.resolve().parent != dest_root.resolve():
+                archive_run(src, dest_root / name)
+        if len(parts) == 2 and fusion_cache is not None:
+            fname = late_fusion_cache_name(*parts)
+            fusion.append(fname)
+            src, dst = Path(fusion_cache) / fname, dest_root / LATE_FUSION_DIR / fname
+            if not src.is_file():
+                raise UserError(f"{src} is missing: the late-fusion row {cell} was not evaluated into its cache")
+            if src.resolve() != dst.resolve():
                 dst.parent.mkdir(exist_ok=True)
-                anchors = anchors_for(run_dir=str(members[0]), project_root=_project_root())
+                anchors = anchors_for(run_dir=str(run_dirs[parts[0]]), project_root=_project_root())
                 _write_json(dst, scrub_paths(json.loads(src.read_text()), anchors))
     if prune:
         for p in dest_root.iterdir():
@@ -171,16 +176,15 @@ def archive_runs(runs: "pd.DataFrame", *, output_dir: str | os.PathLike, prune: 
     return names
 
 
-def _runs_wall_time_s(runs: "pd.DataFrame") -> float | None:
+def _runs_wall_time_s(runs: "pd.DataFrame", run_dirs: Mapping[str, os.PathLike]) -> float | None:
     total, seen = 0.0, set()
-    finished = runs[runs["finished"].astype(bool)] if "finished" in runs.columns else runs
-    for value in finished["run_dir"] if len(finished) else []:
-        for run in _members(value):
-            if run.name in seen:
+    for cell in _finished_runs(runs):
+        for name in members(cell):
+            if name in seen or name not in run_dirs:
                 continue
-            seen.add(run.name)
+            seen.add(name)
             try:
-                final = json.loads((run / "final.json").read_text())
+                final = json.loads((Path(run_dirs[name]) / "final.json").read_text())
             except (OSError, json.JSONDecodeError):
                 continue
             total += sum(float(final.get(k) or 0.0) for k in ("train_wall_time_s", "test_wall_time_s"))
@@ -203,36 +207,44 @@ def is_render_only(*, output_dir: str | os.PathLike, sweep_dir: str | os.PathLik
     return Path(sweep_dir).resolve() == runs_dir(output_dir).resolve()
 
 
-def notebook_settings(params: Any) -> dict[str, Any]:
+# the settings a render needs besides the runs, and which a render-only notebook must repeat
+SETTINGS = ("notebook", "scale", "seeds", "backend", "overrides")
+
+
+def notebook_settings(params: Params) -> dict[str, Any]:
     """What a render needs of a notebook's params besides the runs (report.Params): no paths."""
     return {"notebook": params.notebook, "scale": params.scale, "seeds": list(params.seeds),
             "backend": params.backend, "overrides": list(params.overrides)}
 
 
-def record_table(runs: "pd.DataFrame", *, params: Any, wall_time_s: float | None = None) -> str:
+def record_table(runs: "pd.DataFrame", *, params: Params, run_dirs: Mapping[str, os.PathLike] | None = None,
+                 fusion_cache: str | os.PathLike | None = None, wall_time_s: float | None = None) -> str:
     """The trace of one table, written beside it (``params.output_dir``): runs.csv naming each
     cell's run by its directory name, the runs archived under runs/, provenance.json (with the
     notebook's settings, so ``avsf report`` can render it again). Rendering from the archive
     (:func:`is_render_only`) writes runs.csv again and keeps the stored provenance.
 
     Args:
-        runs: report.collect's frame (``row``, ``seed``, ``run_dir``, ``finished``, metrics).
+        runs: report.collect's frame (``row``, ``seed``, ``run``, ``finished``, metrics).
         params: the notebook's report.Params (output_dir, sweep_dir, scale, seeds, ...).
+        run_dirs: run name -> directory of every run in ``runs`` (report.collect.grid_run_dirs).
+        fusion_cache: the late-fusion cache folder (report.build's ``ensemble_cache``).
         wall_time_s: how long the notebook took; default: the age of this process (a kernel).
     Returns the provenance line for table.md."""
     out = Path(params.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    run_dirs = run_dirs or {}
     if len(runs):
-        runs_table(runs).to_csv(out / RUNS_CSV, index=False)
+        runs.to_csv(out / RUNS_CSV, index=False)
     path = out / PROVENANCE_FILE
     if is_render_only(output_dir=out, sweep_dir=params.sweep_dir):
         if not path.is_file():
             return "Provenance: not recorded (this archive predates provenance.json)."
         return provenance_markdown(json.loads(path.read_text()))
     if len(runs):
-        archive_runs(runs, output_dir=out)
+        archive_runs(runs, run_dirs=run_dirs, output_dir=out, fusion_cache=fusion_cache)
     record = collect_provenance(wall_time_s=process_wall_time_s() if wall_time_s is None else wall_time_s,
-                                runs_wall_time_s=_runs_wall_time_s(runs) if len(runs) else None)
+                                runs_wall_time_s=_runs_wall_time_s(runs, run_dirs) if len(runs) else None)
     record["settings"] = notebook_settings(params)
     _write_json(path, record)
     return provenance_markdown(record)
@@ -272,11 +284,11 @@ def load_archive(output_dir: str | os.PathLike) -> dict[str, ArchivedRun]:
 def missing_runs(entries: Iterable[Any], output_dir: str | os.PathLike) -> list[str]:
     """Run names of grid entries (``GridEntry``, with ``.config``) the archive does not hold."""
     have = set(load_archive(output_dir))
-    names = [f"{e.config.name}-{e.config.config_hash()}" for e in entries]
+    names = [run_name(e.config) for e in entries]
     return [n for n in dict.fromkeys(names) if n not in have]
 
 
-def render_only_params(params: Any, entries: Iterable[Any] | None = None) -> Any:
+def render_only_params(params: Params, entries: Iterable[Any] | None = None) -> Params:
     """A copy of a notebook's params (report.Params) whose sweep dir is the table's own archive,
     so report.build reads the archived runs exactly as it reads a sweep. With `entries`, every
     run of the grid must be archived (UserError naming the missing ones)."""
@@ -291,7 +303,7 @@ def render_only_params(params: Any, entries: Iterable[Any] | None = None) -> Any
             raise UserError(f"{archive} lacks {len(missing)} run(s) of this grid ({shown}): the archive was "
                             f"made with other seeds, scale or overrides; render with the same parameters, "
                             f"or with the sweep present")
-    return dataclasses.replace(params, sweep_dir=archive)
+    return dataclasses.replace(params, sweep_dir=archive, render_only=True)
 
 
 def archived_entries(output_dir: str | os.PathLike) -> list[Any]:
@@ -319,27 +331,48 @@ def archived_entries(output_dir: str | os.PathLike) -> list[Any]:
             raise UserError(f"{path} is missing: the archive cannot say which config made {r['run']}; render "
                             f"this table once with its sweep present")
         cfg = RunConfig.from_dict(json.loads(path.read_text()))
-        if f"{cfg.name}-{cfg.config_hash()}" != r["run"]:
-            raise UserError(f"{path} hashes to {cfg.name}-{cfg.config_hash()}, not to its run's name {r['run']}: "
+        if run_name(cfg) != r["run"]:
+            raise UserError(f"{path} hashes to {run_name(cfg)}, not to its run's name {r['run']}: "
                             f"it was edited or made by other code; render with the sweep present")
         entries.append(GridEntry(settings["notebook"], str(r["row"]), int(r["seed"]), cfg))
     return entries
+
+
+def render_only(params: Params) -> Params:
+    """A notebook's params (report.Params) in render-only mode: the table is rendered from its
+    results folder alone (runs/, runs.csv, provenance.json), nothing is trained or submitted.
+
+    The notebook must ask for the table the archive holds (same notebook, scale, seeds and
+    overrides: UserError naming the difference); the backend that made the runs is taken from
+    the record (table.md names it). The sweep dir becomes the archive."""
+    out = Path(params.output_dir)
+    settings = stored_settings(out)
+    asked = notebook_settings(params)
+    differ = [k for k in SETTINGS if k != "backend" and settings.get(k) != asked[k]]
+    if differ:
+        shown = "; ".join(f"{k}: archived {settings.get(k)!r}, asked {asked[k]!r}" for k in differ)
+        raise UserError(f"render_only: {out.name}/{PROVENANCE_FILE} records another table ({shown}); pass the "
+                        f"archived values, or render with the sweep present (render_only=False)")
+    return dataclasses.replace(params, sweep_dir=runs_dir(out), backend=settings["backend"], render_only=True)
 
 
 def render_from_archive(output_dir: str | os.PathLike) -> Any:
     """Render a table (report.build) from its results folder alone: the settings provenance.json
     recorded, the entries of :func:`archived_entries`, the archive as the sweep dir. Returns
     report.Result; the files are written in place (identical when nothing changed)."""
-    from avsf import report  # noqa: PLC0415 (the report sits above this module)
+    from avsf.report.build import build  # noqa: PLC0415 (build writes through this module)
 
     out = Path(output_dir)
     settings = stored_settings(out)
-    has_runs = (out / RUNS_CSV).is_file()  # Table 1 counts compute and has no runs
-    entries = archived_entries(out) if has_runs else []
-    params = report.Params(notebook=settings["notebook"], backend=settings["backend"], cluster=None,
-                           scale=settings["scale"], seeds=list(settings["seeds"]), data_roots={},
-                           output_dir=out, sweep_dir=runs_dir(out), overrides=list(settings["overrides"]))
-    return report.build(params, entries)
+    params = Params(notebook=settings["notebook"], backend=settings["backend"], cluster=None,
+                    scale=settings["scale"], seeds=list(settings["seeds"]), data_roots={},
+                    output_dir=out, sweep_dir=runs_dir(out), overrides=list(settings["overrides"]))
+    return build(render_only(params), archived_or_none(out))
+
+
+def archived_or_none(output_dir: str | os.PathLike) -> list[Any]:
+    """:func:`archived_entries`, or [] for a table without runs (Table 1 counts compute)."""
+    return archived_entries(output_dir) if (Path(output_dir) / RUNS_CSV).is_file() else []
 
 
 def stored_settings(output_dir: str | os.PathLike) -> dict[str, Any]:
@@ -364,6 +397,9 @@ class Finding:
     why: str
 
 
+# results/_executed/: the executed notebooks of `make tables` (git-ignored, never committed; they
+# show the parameters with this machine's paths)
+EXECUTED_DIR = "_executed"
 # the system's own folders name no machine (`/usr/bin/time -v make` in a README is a command)
 SYSTEM_PREFIXES = ("/usr/", "/bin/", "/sbin/", "/etc/", "/dev/", "/proc/", "/sys/", "/opt/conda/bin/")
 
@@ -384,7 +420,7 @@ def find_machine_paths(results_dir: str | os.PathLike) -> list[Finding]:
     literals = _literals()
     found: list[Finding] = []
     for p in sorted(root.rglob("*")):
-        if not p.is_file():
+        if not p.is_file() or EXECUTED_DIR in p.relative_to(root).parts[:1]:
             continue
         rel = str(p.relative_to(root))
         data = p.read_bytes()
@@ -408,4 +444,4 @@ def check_no_machine_paths(results_dir: str | os.PathLike) -> None:
         shown = "\n".join(f"- {f.path}:{f.line}: {f.text!r} ({f.why})" for f in found[:20])
         more = f"\n... ({len(found)} in all)" if len(found) > 20 else ""
         raise UserError(f"{results_dir} names paths of the machine that made it:\n{shown}{more}\n"
-                        f"re-render those tables (avsf.archive scrubs runs.csv and the archived runs)")
+                        f"re-render those tables (avsf.report.archive scrubs runs.csv and the archived runs)")

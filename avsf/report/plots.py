@@ -1,0 +1,278 @@
+"""Figures as the field draws them: bars from 0 with 95 % intervals and a chance line, the
+paper's numbers marked, a forest plot of every claim's paired difference, learning curves of
+the task loss and the train-val gap, per-class gains. Each function saves a PNG and returns
+the figure; :func:`close` frees it (the notebook shows the PNG file)."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from avsf.experiments import Experiment, get_experiment, load_claims
+from avsf.report import stats as S
+from avsf.report.tables import parse_number
+
+DEFAULT_COLOR, OTHER_COLOR = "#1f4e79", "#8fb3d9"
+LABEL_WIDTH, TITLE_WIDTH = 16, 70  # characters per line of wrapped row labels and titles
+INTERVAL_CAPTION = f"error bars: {S.CONFIDENCE:.0%} t-interval of the mean over seeds (none with one seed)"
+METRIC_LABELS = {"top1": "top-1 (%)", "top5": "top-5 (%)", "map": "mAP (%)", "verb_top1": "verb top-1 (%)",
+                 "noun_top1": "noun top-1 (%)", "action_top1": "action top-1 (%)", "rot_top1": "rotation top-1 (%)",
+                 "loss_avs": "AVS loss (val)"}
+
+
+def _pyplot():
+    import matplotlib  # noqa: PLC0415
+
+    if "matplotlib.pyplot" not in sys.modules and "ipykernel" not in sys.modules:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt
+
+
+def close(fig) -> None:
+    """Free a saved figure."""
+    _pyplot().close(fig)
+
+
+def wrap(text: str, width: int) -> str:
+    return "\n".join(textwrap.wrap(str(text), width)) or str(text)
+
+
+def _save(fig, path: Path, caption: str | None = None):
+    if caption:
+        fig.text(0.01, 0.005, wrap(caption, 110), fontsize=7, va="bottom", ha="left", color="0.3")
+    fig.tight_layout(rect=(0, 0.06 if caption else 0, 1, 1))
+    fig.savefig(path, dpi=110)
+    return fig
+
+
+def chance_level(metric: str, runs: pd.DataFrame, rows: list[str]) -> float | None:
+    """Chance of a metric for a model that guesses uniformly, from the runs' class counts
+    (config.json); None where it depends on label frequencies (mAP) or has no chance level."""
+    done = runs[runs["row"].isin(rows)] if len(runs) and "row" in runs else runs
+
+    def count(col):
+        vals = pd.to_numeric(done[col], errors="coerce").dropna() if col in done else pd.Series(dtype=float)
+        vals = vals[vals > 0]
+        return float(vals.iloc[0]) if len(vals) and vals.nunique() == 1 else None
+
+    k, verbs, nouns = count("num_classes"), count("num_verbs"), count("num_nouns")
+    if metric == "rot_top1":
+        return 25.0  # four rotations
+    if metric in ("top1", "top5") and k:
+        return 100.0 * min(5 if metric == "top5" else 1, k) / k
+    if metric == "verb_top1" and verbs:
+        return 100.0 / verbs
+    if metric == "noun_top1" and nouns:
+        return 100.0 / nouns
+    if metric == "action_top1" and verbs and nouns:
+        return 100.0 / (verbs * nouns)
+    return None
+
+
+def _paper_values(exp: Experiment, metric: str) -> dict[str, float]:
+    """row key -> the paper's number for it, from the claims that name one (baseline_value,
+    claimed_value) for this metric."""
+    claims = {c["id"]: c for c in load_claims()}
+    out: dict[str, float] = {}
+    for link in exp.claims:
+        if link.metric != metric or len(link.rows) != 2 or link.rule not in ("delta", "sign", "equivalence", "per_class"):
+            continue
+        c = claims[link.claim_id]
+        # a direction-only comparison's claimed value is another row's (A4 at P_d = 0.5 vs 0.8's 77.0)
+        values = (c["baseline_value"],) if link.rule == "sign" else (c["baseline_value"], c["claimed_value"])
+        for row, value in zip(link.rows, values):
+            number = parse_number(value)
+            if number is not None:
+                out.setdefault(row, number)
+    return out
+
+
+def plot_bars(exp: Experiment | str, summary: pd.DataFrame, *, metric: str, path: Path,
+              runs: pd.DataFrame | None = None):
+    """Bars of one metric per row from 0, error bars = 95 % t-interval of the mean over seeds;
+    the default row dark; a dashed chance line; the paper's value of a row as a diamond."""
+    exp = get_experiment(exp) if isinstance(exp, str) else exp
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(summary) + 1.5), 3.8))
+    means = summary[f"{metric}_mean"].to_numpy(dtype=float)
+    half = summary[f"{metric}_ci"].to_numpy(dtype=float)
+    x = np.arange(len(summary))
+    colors = [DEFAULT_COLOR if d else OTHER_COLOR for d in summary["default"]]
+    ax.bar(x, np.nan_to_num(means), color=colors)
+    ok = ~np.isnan(half)
+    ax.errorbar(x[ok], means[ok], yerr=half[ok], fmt="none", ecolor="k", capsize=4, lw=1)
+    ax.set_xticks(x)
+    ax.set_xticklabels([wrap(label, LABEL_WIDTH) for label in summary["label"]], fontsize=7)
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    chance = chance_level(metric, runs if runs is not None else pd.DataFrame(), list(summary["row"]))
+    if chance is not None:
+        ax.axhline(chance, color="0.4", ls="--", lw=1, label=f"chance {chance:.3g}")
+    paper = _paper_values(exp, metric)
+    if paper:
+        px = [i for i, r in enumerate(summary["row"]) if r in paper]
+        ax.scatter(px, [paper[summary["row"].iloc[i]] for i in px], marker="D", facecolor="none",
+                   edgecolor="#b03a2e", zorder=3, label="paper's value")
+    if chance is not None or paper:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_ylim(bottom=0)  # after everything is drawn: setting a limit stops autoscaling
+    ax.set_title(wrap(f"{exp.artifact}: {exp.title}", TITLE_WIDTH), fontsize=9)
+    seeds = sorted(set(int(n) for n in summary[f"{metric}_n"]))
+    return _save(fig, path, f"{INTERVAL_CAPTION}; seeds per row: {', '.join(map(str, seeds))}.")
+
+
+def plot_forest(exp: Experiment | str, claims: pd.DataFrame, *, path: Path):
+    """One line per claim: our paired difference (mean, 95 % t-interval), the paper's delta
+    (red x) and zero; equivalence margins shaded. None when no claim has an interval."""
+    exp = get_experiment(exp) if isinstance(exp, str) else exp
+    shown = claims[pd.to_numeric(claims["ci_low"], errors="coerce").notna()] if len(claims) else claims
+    if not len(shown):
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.0, 1.2 + 0.55 * len(shown)))
+    margins = {link.claim_id: link.margin for link in exp.claims if link.margin}
+    for i, (_, c) in enumerate(shown.iterrows()):
+        mean = float(str(c["ours_delta"]).split()[0]) if c["ours_delta"] not in ("-", "") else float("nan")
+        lo, hi = float(c["ci_low"]), float(c["ci_high"])
+        if "then" in str(c["ours_delta"]):  # up-then-down: the interval is the weaker step's
+            mean = (lo + hi) / 2
+        ax.plot([lo, hi], [i, i], color=DEFAULT_COLOR, lw=2)
+        ax.plot([mean], [i], "o", color=DEFAULT_COLOR)
+        paper = parse_number(c["paper_delta"]) if str(c["paper_delta"]).strip()[:1] in "+-~" else None
+        if paper is not None:
+            ax.plot([paper], [i], "x", color="#b03a2e", ms=8, mew=2)
+        if c["claim"] in margins:
+            m = margins[c["claim"]]
+            ax.fill_betweenx([i - 0.3, i + 0.3], -m, m, color="#2a7d2e", alpha=0.15)
+        ax.text(1.01, i, wrap(str(c["verdict"]), 28), transform=ax.get_yaxis_transform(), fontsize=7, va="center")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(shown)))
+    ax.set_yticklabels([wrap(f"{c['claim']} {c['comparison']}", 26) for _, c in shown.iterrows()], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("paired difference, claimed row minus baseline (points)")
+    ax.set_title(wrap(f"{exp.artifact}: every claim's difference (verdicts at right)", TITLE_WIDTH), fontsize=9)
+    return _save(fig, path, f"dot and line: our mean paired difference and its {S.CONFIDENCE:.0%} t-interval over "
+                            "seeds (unadjusted); red x: the paper's delta; green band: equivalence margin.")
+
+
+def plot_learning_curves(exp: Experiment | str, curves: pd.DataFrame, *, metric: str, path: Path):
+    """Left: train (dashed) and val (solid) curves of each row, mean over seeds (band: ±1 std).
+    Right: the gap per epoch (val minus train for a loss, train minus val for an accuracy:
+    positive means the model fits its training clips better than held-out ones)."""
+    exp = get_experiment(exp) if isinstance(exp, str) else exp
+    plt = _pyplot()
+    fig, (ax, gap_ax) = plt.subplots(1, 2, figsize=(10.0, 3.8))
+    labels = {r.key: r.label for r in exp.rows}
+    part = curves[curves["metric"] == metric]
+    for i, row in enumerate(dict.fromkeys(part["row"])):
+        color = f"C{i}"
+        means = {}
+        for split, style in (("train", "--"), ("val", "-")):
+            s = part[(part["row"] == row) & (part["split"] == split)]
+            if not len(s):
+                continue
+            g = s.groupby("epoch")["value"]
+            mean, std = g.mean(), g.std(ddof=1).fillna(0.0)
+            means[split] = mean
+            ax.plot(mean.index, mean.values, style, color=color,
+                    label=wrap(f"{labels.get(row, row)} ({split})", 30))
+            ax.fill_between(mean.index, mean - std, mean + std, color=color, alpha=0.15)
+        if len(means) == 2:
+            gap = (means["val"] - means["train"]) if metric.startswith("loss") else (means["train"] - means["val"])
+            gap = gap.dropna()
+            gap_ax.plot(gap.index, gap.values, "-o", ms=3, color=color, label=wrap(labels.get(row, row), 30))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(METRIC_LABELS.get(metric, "task loss" if metric == "loss_task" else metric))
+    ax.legend(fontsize=6)
+    gap_ax.axhline(0, color="k", lw=0.8)
+    gap_ax.set_xlabel("epoch")
+    gap_ax.set_ylabel("val - train" if metric.startswith("loss") else "train - val")
+    gap_ax.set_title("generalisation gap", fontsize=8)
+    if gap_ax.lines[1:]:
+        gap_ax.legend(fontsize=6)
+    fig.suptitle(wrap(f"{exp.artifact}: {exp.title} ({metric})", TITLE_WIDTH), fontsize=9)
+    caption = ("task loss only (classification loss, no AVS term), so rows with and without audio compare; "
+               if metric == "loss_task" else "") + "band: ±1 std over seeds."
+    return _save(fig, path, caption)
+
+
+def plot_per_class_gain(gains: pd.Series, *, path: Path, title: str, top: int = 10,
+                        xlabel: str = "top-1 gain (percentage points)"):
+    """Bars of the largest per-class gains (green) and losses (red)."""
+    plt = _pyplot()
+    shown = pd.concat([gains.head(top), gains.tail(top)]) if len(gains) > 2 * top else gains
+    shown = shown[~shown.index.duplicated()]
+    fig, ax = plt.subplots(figsize=(6.5, max(2.5, 0.3 * len(shown) + 1.0)))
+    ax.barh(range(len(shown)), shown.values, color=["#2a7d2e" if v >= 0 else "#b03a2e" for v in shown.values])
+    ax.set_yticks(range(len(shown)))
+    ax.set_yticklabels([wrap(k, 30) for k in shown.index], fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel(xlabel)
+    ax.set_title(wrap(title, TITLE_WIDTH), fontsize=9)
+    return _save(fig, path, "mean over seeds of each class's difference (new minus baseline).")
+
+
+# --- self-supervised block: Table 8 / A.1 / A.2 plots ------------------------------------------------
+def plot_transfer_bars(exp: Experiment | str, summary: pd.DataFrame, *, path: Path, runs: pd.DataFrame | None = None):
+    """One panel per transfer dataset: top-1 of each probe / fine-tune row from 0, 95 % intervals,
+    chance line; the random-init rows hatched, the paper's default (AVS + ROT probe) dark."""
+    exp = get_experiment(exp) if isinstance(exp, str) else exp
+    plt = _pyplot()
+    rows = {r.key: r for r in exp.rows if r.protocol and r.dataset in ("ucf101", "hmdb51")}
+    datasets = list(dict.fromkeys(r.dataset for r in rows.values()))
+    fig, axes = plt.subplots(1, max(len(datasets), 1), figsize=(5.2 * max(len(datasets), 1), 4.2), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        part = summary[summary["row"].isin([k for k, r in rows.items() if r.dataset == ds])]
+        means = part["top1_mean"].to_numpy(dtype=float)
+        half = part["top1_ci"].to_numpy(dtype=float)
+        x = np.arange(len(part))
+        bars = ax.bar(x, np.nan_to_num(means), color=[DEFAULT_COLOR if d else OTHER_COLOR for d in part["default"]])
+        ok = ~np.isnan(half)
+        ax.errorbar(x[ok], means[ok], yerr=half[ok], fmt="none", ecolor="k", capsize=4, lw=1)
+        for bar, key in zip(bars, part["row"]):
+            if not rows[key].init_row:
+                bar.set_hatch("//")
+        chance = chance_level("top1", runs if runs is not None else pd.DataFrame(), list(part["row"]))
+        if chance is not None:
+            ax.axhline(chance, color="0.4", ls="--", lw=1, label=f"chance {chance:.3g}")
+            ax.legend(fontsize=7)
+        ax.set_xticks(x)
+        ax.set_xticklabels([wrap(str(lbl).rsplit(",", 1)[0], LABEL_WIDTH) for lbl in part["label"]], fontsize=6)
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel("top-1 (%)")
+        ax.set_title(ds, fontsize=9)
+    fig.suptitle(f"{exp.artifact} / A.1 / A.2: transfer top-1 (hatched: random init)", fontsize=9)
+    return _save(fig, path, INTERVAL_CAPTION + ".")
+
+
+def plot_pretext_bars(exp: Experiment | str, summary: pd.DataFrame, *, path: Path):
+    """Pretext metrics of the pretrain rows on val: rotation top-1 (%, chance 25) and the AVS loss."""
+    exp = get_experiment(exp) if isinstance(exp, str) else exp
+    plt = _pyplot()
+    part = summary[summary["row"].isin([r.key for r in exp.rows if r.family.endswith("_pretrain")])]
+    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.8))
+    for ax, metric in ((axes[0], "rot_top1"), (axes[1], "loss_avs")):
+        means = part[f"{metric}_mean"].to_numpy(dtype=float) if f"{metric}_mean" in part else np.zeros(len(part))
+        half = part[f"{metric}_ci"].to_numpy(dtype=float) if f"{metric}_ci" in part else np.full(len(part), np.nan)
+        x = np.arange(len(part))
+        ax.bar(x, np.nan_to_num(means), color=OTHER_COLOR)
+        ok = ~np.isnan(half)
+        ax.errorbar(x[ok], means[ok], yerr=half[ok], fmt="none", ecolor="k", capsize=4, lw=1)
+        if metric == "rot_top1":
+            ax.axhline(25.0, color="0.4", ls="--", lw=1, label="chance 25")
+            ax.legend(fontsize=7)
+        ax.set_ylim(bottom=0)
+        ax.set_xticks(x)
+        ax.set_xticklabels([wrap(str(lbl).replace("pretrain ", ""), LABEL_WIDTH) for lbl in part["label"]], fontsize=7)
+        ax.set_ylabel(METRIC_LABELS[metric], fontsize=8)
+    fig.suptitle(wrap("pretext tasks on the val split (AVS-only rows have no rotation head, ROT-only rows no AVS)",
+                      TITLE_WIDTH), fontsize=8)
+    return _save(fig, path, INTERVAL_CAPTION + ".")
+# --- end self-supervised block
+
