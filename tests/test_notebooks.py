@@ -139,6 +139,13 @@ def test_main_job_on_the_local_backend(sweep_dir, tmp_path):
     # progress was shown while waiting, and the executed notebook shows the tables and plots
     text = json.dumps(nb.cells[-5:])
     assert "runs finished" in json.dumps(nb.cells) and "image/png" in text
+    # render-only: the same table again from the results folder alone (no sweep, nothing submitted)
+    committed = {n: (out / n).read_bytes() for n in ("table.csv", "table.md", "rows.csv", "runs.csv")}
+    nb = _execute(MAIN_JOB, tmp_path / "again", seeds=CI_SEEDS, overrides=CI_OVERRIDES, output_dir=str(out),
+                  sweep_dir=str(tmp_path / "no_sweep"), render_only=True)
+    assert "nothing submitted" in json.dumps(nb.cells) and not (tmp_path / "no_sweep").exists()
+    for name, data in committed.items():
+        assert (out / name).read_bytes() == data, name
 
 
 @pytest.mark.parametrize("name", [n for n in NOTEBOOKS if n != MAIN_JOB])

@@ -16,13 +16,13 @@ from avsf.report.collect import grid_run_dirs
 from avsf.errors import UserError
 
 DECLARED = ["backend", "cluster", "scale", "seeds", "data_root_kinetics", "output_dir", "sweep_dir", "max_parallel",
-            "overrides"]
+            "overrides", "render_only"]
 
 
 def _namespace(tmp_path, **changes):
     ns = {"backend": "local", "cluster": None, "scale": "smoke", "seeds": [0, 1], "data_root_kinetics": None,
           "output_dir": str(tmp_path / "out"), "sweep_dir": str(tmp_path / "sweeps"), "max_parallel": 2,
-          "overrides": []}
+          "overrides": [], "render_only": False}
     ns.update(changes)
     return ns
 
@@ -52,6 +52,9 @@ def test_unknown_parameter_is_refused_naming_the_declared_ones(tmp_path):
     ({"scale": "paper"}, r"data_roots\['kinetics'\]"),
     ({"overrides": ["solver.epochs"]}, "list of 'section.key=value' strings"),
     ({"overrides": ["solver.epoch=2"]}, "unknown config key 'solver.epoch'"),
+    ({"render_only": "yes"}, "must be True or False"),
+    # render-only needs the table's record, not the data (the paper scale asks for no data root)
+    ({"scale": "paper", "render_only": True}, "provenance.json is missing"),
 ])
 def test_bad_values_are_named(tmp_path, change, message):
     with pytest.raises(UserError, match=message):
