@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-HELP = "benchmarks: `avsf bench model --preset NAME`, `avsf bench data --root DIR`"
+HELP = "benchmarks: `avsf bench model --preset NAME`, `avsf bench data --root DIR`, `avsf bench recipe --out DIR`"
 
 
 def add_arguments(p) -> None:
@@ -24,6 +24,13 @@ def add_arguments(p) -> None:
     d.add_argument("--workers", type=int, default=2, help="N for the multi-worker measurement")
     d.add_argument("--clips", type=int, default=64, help="clips per measurement")
     d.add_argument("--json", action="store_true", help="print one JSON object")
+    r = sub.add_parser("recipe", help="train the tiny presets as they are and check the smoke recipe's criteria "
+                                      "(fit, AV beats each modality, Fig. 3's premise, data wait)")
+    r.add_argument("--out", required=True, help="folder for the runs (finished runs are reused)")
+    r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per preset")
+    r.add_argument("--synthetic-root", default=None, help="where the built-in data is (default: the preset's)")
+    r.add_argument("--no-probes", action="store_true", help="skip the linear probes on fixed features")
+    r.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run(args) -> int:
@@ -32,6 +39,13 @@ def run(args) -> int:
 
         result = bench_model(preset=args.preset, batch=args.batch, crop=args.crop, iters=args.iters,
                              device=args.device, bf16=args.bf16, profile=args.profile)
+    elif args.what == "recipe":
+        from avsf.engine.recipe_check import bench_recipe, format_report
+
+        result = bench_recipe(out=args.out, seeds=tuple(args.seeds), synthetic_root=args.synthetic_root,
+                              probes=not args.no_probes)
+        print(json.dumps(result, indent=2) if args.json else format_report(result))
+        return 0 if result["all_ok"] else 1
     else:
         from avsf.data.bench import bench_data, format_report
 
