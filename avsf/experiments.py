@@ -182,7 +182,7 @@ _register(Experiment(
     compute=True,
     note="Below the paper scale the EPIC data is a derived, synthetic EPIC-format view of the "
          "built-in dataset: each class name '<noun> <verb>' gives a clip's verb and noun "
-         "(experiments.synthetic_vocabulary), so an action (verb, noun) is exactly one class: the "
+         "(avsf.data.synthetic.views.synthetic_vocabulary), so an action (verb, noun) is exactly one class: the "
          "numbers say the pipeline works, not what audio does for egocentric video."))
 
 _register(Experiment(
@@ -220,7 +220,7 @@ _register(Experiment(
     claims=(ClaimLink("C1", "delta", ("slowfast_charades", "avslowfast_charades"), metric="map"),),
     note="Below the paper scale the Charades data is a derived, synthetic multi-label view of the "
          "built-in dataset: each video is labelled with the verb and the noun of its class name "
-         "'<noun> <verb>' (two positives among the verbs and nouns; experiments.synthetic_vocabulary)."))
+         "'<noun> <verb>' (two positives among the verbs and nouns; avsf.data.synthetic.views.synthetic_vocabulary)."))
 
 _register(Experiment(
     name="ablate_lateral", title="Audiovisual lateral connections", artifact="Table 5a",
@@ -377,7 +377,7 @@ _register(Experiment(
             ClaimLink("V5", "per_class", ("slowfast_ava", "avslowfast_ava"), metric="map")),
     note="Frame-level mAP at IoU 0.5 over the label map's classes (the official AVA evaluation's rule), "
          "per-class AP in final.json (Fig. A.1: figA1_per_class_ap.png). Below the paper scale the data "
-         "is the built-in AVA-format detection set (avsf.data.synth_detection: several digit actors per "
+         "is the built-in AVA-format detection set (avsf.data.synthetic.detection: several digit actors per "
          "video; two actions look identical and differ only by their sound): its classes are not AVA's, so "
          "V4/V5 cannot be compared. GFLOPs: one view, the detector counted at the paper's 256 x 320 "
          "(the test short side x 1.25) for the compute claims. As in A.7, each detector starts from its "
@@ -440,6 +440,7 @@ def _data_overrides(row: Row, scale: str, data_roots: dict[str, str | None]) -> 
                         f"data_roots['{row.dataset}'] to its folder")
     from avsf.data.synthetic import GENERATOR_VERSION  # noqa: PLC0415 (the data stack is heavy)
 
+    from avsf.data.synthetic.views import synthetic_view_dir  # noqa: PLC0415
     synthetic_root = str(project_root() / "data" / "synthetic")
     # the version is part of the run's identity: runs of an older built-in dataset are not reused
     out = [f"data.synthetic_root={synthetic_root}", f"data.synthetic_version={GENERATOR_VERSION}"]
@@ -449,7 +450,7 @@ def _data_overrides(row: Row, scale: str, data_roots: dict[str, str | None]) -> 
         return out + ["data.dataset=kinetics", f"data.root={view}"]
     if row.dataset == "kinetics":
         return out + ["data.dataset=synthetic"]
-    if row.dataset == "ava":  # the built-in AVA-format detection data (avsf.data.synth_detection)
+    if row.dataset == "ava":  # the built-in AVA-format detection data (avsf.data.synthetic.detection)
         # one view per keyframe (the small recipe's 3 temporal views are for classification);
         # from scratch, not fine-tuned: the Kinetics lr (0.1 at the reference batch), not AVA's 0.4
         return out + ["data.dataset=ava", "data.root=", "data.num_temporal_views=1", "data.num_spatial_views=1"] + \
@@ -600,251 +601,9 @@ def load_claims() -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-# --- derived, synthetic EPIC- and Charades-format views of the built-in dataset -------------
-def synthetic_view_dir(*, kind: str, synthetic_root: str | Path, scale: str) -> Path:
-    """Where the synthetic ``kind`` ("epic" or "charades") view of the built-in dataset lives
-    (``scale`` names the source: ``smoke-seed0``)."""
-    return Path(synthetic_root) / "views" / f"{kind}-{scale}"
-
-
 def prepare_data(configs: list[RunConfig]) -> None:
-    """Build the synthetic EPIC / Charades views and the synthetic AVA data the configs read (before any run starts, so
-    parallel runs never race to build them); configs on user data need nothing."""
-    for cfg in configs:
-        d = cfg.data
-        if d.dataset == "ava" and not d.root:
-            from avsf.data.synth_detection import ensure_synthetic_ava  # noqa: PLC0415
+    """Build the derived views and the synthetic AVA data the configs read, before any run starts
+    (so parallel runs never race to build them): :func:`avsf.data.synthetic.views.prepare_views`."""
+    from avsf.data.synthetic.views import prepare_views  # noqa: PLC0415 (the data stack is heavy)
 
-            ensure_synthetic_ava(d.synthetic_root, d.synthetic_scale, d.synthetic_seed)
-            continue
-        if d.dataset not in ("epic", "charades", "ucf101", "hmdb51", "kinetics"):
-            continue
-        scale = f"{d.synthetic_scale}-seed{d.synthetic_seed}"
-        kind = "ssl_pretrain" if d.dataset == "kinetics" else d.dataset
-        if Path(d.root) == synthetic_view_dir(kind=kind, synthetic_root=d.synthetic_root, scale=scale):
-            ensure_synthetic_view(kind=kind, synthetic_root=d.synthetic_root, scale=d.synthetic_scale,
-                                  seed=d.synthetic_seed)
-
-
-VIEW_VERSION = 1  # bump when a view's content changes: cached views are rebuilt
-
-
-def synthetic_vocabulary(class_names: list[str]) -> tuple[list[str], list[str], list[tuple[int, int]]]:
-    """Split each synthetic class name "<noun> <verb>" ("door closing", "six shaking") into a
-    noun and a verb: (verbs, nouns, [(verb index, noun index) per class]). Every class of the
-    built-in dataset is such a pair, so an EPIC action (verb, noun) is exactly one class."""
-    verbs: list[str] = []
-    nouns: list[str] = []
-    pairs = []
-    for name in class_names:
-        noun, _, verb = name.partition(" ")
-        if not verb:
-            raise UserError(f"synthetic class {name!r} is not '<noun> <verb>'; cannot derive a view")
-        verbs += [verb] if verb not in verbs else []
-        nouns += [noun] if noun not in nouns else []
-        pairs.append((verbs.index(verb), nouns.index(noun)))
-    return verbs, nouns, pairs
-
-
-def ensure_synthetic_view(*, kind: str, synthetic_root: str | Path, scale: str, seed: int = 0) -> Path:
-    """A derived, synthetic view of the built-in dataset in the EPIC or Charades format,
-    built on first use (under a file lock, atomically) and returned.
-
-    Both views reuse the built-in clips and name each class's noun and verb
-    (:func:`synthetic_vocabulary`); nothing about them is real EPIC or Charades data:
-
-    - ``epic``: ``EPIC_{train,val}_action_labels.csv`` with one segment per clip (the whole
-      clip), verb_class and noun_class from the class name; videos are links to the clips.
-      The reader's val file (the synthetic test split) serves val and test.
-    - ``charades``: PySlowFast frame lists (``train.csv``, ``val.csv``) of frames extracted at
-      24 fps, each video multi-labelled with its verb and its noun (two of 10-11 + 10 labels);
-      ``videos/<id>.mp4`` links give the sound.
-    """
-    from filelock import FileLock  # noqa: PLC0415
-
-    from avsf.data.synthetic import ensure_synthetic  # noqa: PLC0415 (the data stack is heavy)
-
-    if kind not in VIEW_WRITERS:
-        raise UserError(f"no synthetic view of kind {kind!r}; choose one of {', '.join(VIEW_WRITERS)}")
-    source = ensure_synthetic(synthetic_root, scale, seed)
-    out = synthetic_view_dir(kind=kind, synthetic_root=synthetic_root, scale=f"{scale}-seed{seed}")
-    stamp = {"kind": kind, "view_version": VIEW_VERSION, "source": str(source),
-             "source_manifest_mtime": (source / "manifest.json").stat().st_mtime}
-    if _view_complete(out, stamp):
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(out.parent / f".{out.name}.lock")):
-        if not _view_complete(out, stamp):
-            import shutil  # noqa: PLC0415
-            import uuid  # noqa: PLC0415
-
-            tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-            tmp.mkdir()
-            try:
-                VIEW_WRITERS[kind](source, tmp)
-                (tmp / "view.json").write_text(json.dumps(stamp, indent=1))
-                if out.exists():
-                    shutil.rmtree(out)
-                tmp.rename(out)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-
-def _view_complete(out: Path, stamp: dict) -> bool:
-    try:
-        return json.loads((out / "view.json").read_text()) == stamp
-    except (OSError, ValueError):
-        return False
-
-
-def _source_clips(source: Path) -> tuple[list[str], list[dict]]:
-    manifest = json.loads((source / "manifest.json").read_text())
-    names = [c["name"] for c in sorted(manifest["classes"], key=lambda c: c["index"])]
-    return names, manifest["clips"]
-
-
-# the reader's val file serves val and test: it lists the synthetic test split
-_VIEW_SPLITS = {"train": "train", "val": "test"}
-
-
-def _write_epic_view(source: Path, out: Path) -> None:
-    names, clips = _source_clips(source)
-    verbs, nouns, pairs = synthetic_vocabulary(names)
-    fps = json.loads((source / "manifest.json").read_text())["spec"]["fps"]
-    (out / "P01").mkdir()
-    for split, src_split in _VIEW_SPLITS.items():
-        lines = ["uid,participant_id,video_id,narration,start_timestamp,stop_timestamp,"
-                 "verb,verb_class,noun,noun_class"]
-        for uid, clip in enumerate(c for c in clips if c["split"] == src_split):
-            video_id = Path(clip["path"]).stem
-            link = out / "P01" / f"{video_id}.mp4"
-            if not link.exists():
-                link.symlink_to(source / clip["path"])
-            verb, noun = pairs[clip["label"]]
-            stop = clip["num_frames"] / fps
-            lines.append(f"{uid},P01,{video_id},{verbs[verb]} {nouns[noun]},00:00:00.00,"
-                         f"{_timestamp(stop)},{verbs[verb]},{verb},{nouns[noun]},{noun}")
-        (out / f"EPIC_{split}_action_labels.csv").write_text("\n".join(lines) + "\n")
-    (out / "vocabulary.json").write_text(json.dumps({"verbs": verbs, "nouns": nouns}, indent=1))
-
-
-def _timestamp(seconds: float) -> str:
-    # floor to hundredths so the segment never ends after the clip
-    hundredths = int(seconds * 100)
-    h, rem = divmod(hundredths, 360000)
-    m, rem = divmod(rem, 6000)
-    return f"{h:02d}:{m:02d}:{rem // 100:02d}.{rem % 100:02d}"
-
-
-CHARADES_FPS = 24.0
-
-
-def _write_charades_view(source: Path, out: Path) -> None:
-    import av  # noqa: PLC0415
-    from PIL import Image  # noqa: PLC0415
-
-    names, clips = _source_clips(source)
-    verbs, nouns, pairs = synthetic_vocabulary(names)
-    (out / "videos").mkdir()
-    for split, src_split in _VIEW_SPLITS.items():
-        lines = ["original_vido_id video_id frame_id path labels"]
-        for index, clip in enumerate(c for c in clips if c["split"] == src_split):
-            vid = Path(clip["path"]).stem
-            verb, noun = pairs[clip["label"]]
-            labels = f"{verb},{len(verbs) + noun}"
-            (out / "videos" / f"{vid}.mp4").symlink_to(source / clip["path"])
-            frame_dir = out / "frames" / vid
-            frame_dir.mkdir(parents=True)
-            with av.open(str(source / clip["path"])) as container:
-                stream = container.streams.video[0]
-                frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-                fps = float(stream.average_rate or 30)
-            count = int(len(frames) / fps * CHARADES_FPS)
-            for k in range(count):
-                src = min(int(round(k / CHARADES_FPS * fps)), len(frames) - 1)
-                rel = f"frames/{vid}/{vid}-{k + 1:06d}.jpg"
-                Image.fromarray(frames[src]).save(out / rel, quality=90)
-                lines.append(f"{vid} {index} {k} {rel} {labels}")
-        (out / f"{split}.csv").write_text("\n".join(lines) + "\n")
-    (out / "vocabulary.json").write_text(json.dumps({"labels": verbs + nouns}, indent=1))
-
-
-# --- self-supervised block: synthetic UCF101 / HMDB51 views (official split-file formats) ------------
-# Small on purpose (the transfer runs are many): UCF101 keeps every class, HMDB51 every other class;
-# per class the first SSL_VIEW_TRAIN clips of the synthetic train split train and the first
-# SSL_VIEW_TEST of its test split test (HMDB51 also lists SSL_VIEW_UNUSED val clips as 0, unused).
-# The pretraining (synthetic train split, no labels) saw the training clips: like Kinetics and UCF.
-SSL_VIEW_TRAIN, SSL_VIEW_TEST, SSL_VIEW_UNUSED = 4, 2, 2
-
-
-def _camel(name: str) -> str:
-    return "".join(part[:1].upper() + part[1:] for part in name.split())
-
-
-def _clips_by_class(clips: list[dict], split: str) -> dict[int, list[dict]]:
-    out: dict[int, list[dict]] = {}
-    for c in clips:
-        if c["split"] == split:
-            out.setdefault(c["label"], []).append(c)
-    return out
-
-
-def _write_ucf101_view(source: Path, out: Path) -> None:
-    """classInd.txt ("1 DoorClosing"), trainlist01.txt ("DoorClosing/v_DoorClosing_g01_c01.avi 1"),
-    testlist01.txt (path only); videos are links named as UCF101's."""
-    names, clips = _source_clips(source)
-    classes = [_camel(n) for n in names]
-    (out / "classInd.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(classes)))
-    lists = {"train": [], "test": []}
-    for split, per_class, group0 in (("train", SSL_VIEW_TRAIN, 1), ("test", SSL_VIEW_TEST, 20)):
-        for label, items in sorted(_clips_by_class(clips, split).items()):
-            cls = classes[label]
-            (out / cls).mkdir(exist_ok=True)
-            for g, clip in enumerate(items[:per_class], start=group0):
-                rel = f"{cls}/v_{cls}_g{g:02d}_c01.avi"
-                (out / rel).symlink_to(source / clip["path"])
-                lists[split].append(f"{rel} {label + 1}" if split == "train" else rel)
-    (out / "trainlist01.txt").write_text("\n".join(lists["train"]) + "\n")
-    (out / "testlist01.txt").write_text("\n".join(lists["test"]) + "\n")
-
-
-def _write_hmdb51_view(source: Path, out: Path) -> None:
-    """One ``{class}_test_split1.txt`` per class ("name.avi 1" train, "2" test, "0" unused) for
-    every other synthetic class (class names in snake case); videos are links."""
-    names, clips = _source_clips(source)
-    for label, name in enumerate(names):
-        if label % 2:
-            continue
-        cls = "_".join(name.split())
-        (out / cls).mkdir()
-        lines = []
-        for split, per_class, mark in (("train", SSL_VIEW_TRAIN, 1), ("test", SSL_VIEW_TEST, 2),
-                                       ("val", SSL_VIEW_UNUSED, 0)):
-            for k, clip in enumerate(_clips_by_class(clips, split).get(label, [])[:per_class]):
-                file = f"{cls}_{split}_{k}_u_nm_np1_fr_med_{k}.avi"
-                (out / cls / file).symlink_to(source / clip["path"])
-                lines.append(f"{file} {mark}")
-        (out / f"{cls}_test_split1.txt").write_text(" \n".join(lines) + " \n")
-
-
-def _write_ssl_pretrain_view(source: Path, out: Path) -> None:
-    """Kinetics format (train/val/test.csv, classnames.json) listing the first SSL_VIEW_TRAIN train
-    and SSL_VIEW_UNUSED val clips per class (val serves val and test); ``clips`` links the source.
-    Smoke-scale pretraining reads it: a third of the built-in train split, so four pretrain runs fit
-    the notebook's time budget. The labels are listed (the format needs them) and never used."""
-    names, clips = _source_clips(source)
-    (out / "clips").symlink_to(source)
-    for split, src_split, per_class in (("train", "train", SSL_VIEW_TRAIN), ("val", "val", SSL_VIEW_UNUSED),
-                                        ("test", "val", SSL_VIEW_UNUSED)):
-        lines = [f"clips/{c['path']} {label}" for label, items in sorted(_clips_by_class(clips, src_split).items())
-                 for c in items[:per_class]]
-        (out / f"{split}.csv").write_text("\n".join(lines) + "\n")
-    if (source / "classnames.json").is_file():
-        (out / "classnames.json").write_text((source / "classnames.json").read_text())
-
-
-VIEW_WRITERS = {"epic": _write_epic_view, "charades": _write_charades_view,
-                "ucf101": _write_ucf101_view, "hmdb51": _write_hmdb51_view,
-                "ssl_pretrain": _write_ssl_pretrain_view}
-# --- end self-supervised block
+    prepare_views(configs)

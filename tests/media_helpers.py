@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avsf.data.mediawrite import write_media
+from avsf.data.synthetic.media import write_media
 
 LEVELS = 28
 

@@ -281,7 +281,7 @@ def test_tiny_train_and_test_on_synthetic_ava(tmp_path, one_torch_thread):
 
 
 def test_synthetic_ava_is_deterministic_and_sound_names_the_hopper():
-    from avsf.data import synth_detection as sd
+    from avsf.data.synthetic import detection as sd
 
     spec = sd.SCALES["smoke"]
     a, b = (sd.render_video(spec=spec, seed=3, split="val", index=1) for _ in range(2))

@@ -7,7 +7,7 @@ import pytest
 from media_helpers import LEVELS, level_index, write_clip
 
 from avsf.data import decode as D
-from avsf.data.mediawrite import write_media
+from avsf.data.synthetic.media import write_media
 from avsf.errors import UserError
 
 # (file name, video codec, audio codec, fps, sample rate, channels)

@@ -10,6 +10,7 @@ import torch
 
 from avsf import experiments as E
 from avsf.config import get_preset
+from avsf.data.synthetic import views as V
 from avsf.data.synthetic import GENERATOR_VERSION
 from avsf.errors import UserError
 
@@ -125,17 +126,17 @@ def test_bad_inputs_are_named():
 def test_synthetic_vocabulary_makes_each_class_one_verb_noun_pair():
     from avsf.data.synthetic import CLASSES
 
-    verbs, nouns, pairs = E.synthetic_vocabulary([c.name for c in CLASSES])
+    verbs, nouns, pairs = V.synthetic_vocabulary([c.name for c in CLASSES])
     assert len(set(pairs)) == len(CLASSES)  # an EPIC action is exactly one class
     for cls, (v, n) in zip(CLASSES, pairs):
         assert cls.name == f"{nouns[n]} {verbs[v]}"
     with pytest.raises(UserError):
-        E.synthetic_vocabulary(["single"])
+        V.synthetic_vocabulary(["single"])
 
 
 def _fake_source(root: Path) -> Path:
     """A two-class, one-clip-per-split dataset folder in the built-in dataset's layout."""
-    from avsf.data.mediawrite import write_media
+    from avsf.data.synthetic.media import write_media
 
     clips = []
     rng = np.random.default_rng(0)
@@ -158,7 +159,7 @@ def test_epic_view_reads_back_through_the_epic_reader(tmp_path):
     source = _fake_source(tmp_path / "src")
     out = tmp_path / "epic"
     out.mkdir()
-    E._write_epic_view(source, out)
+    V.VIEW_WRITERS["epic"](source, out)
     records, bad = epic.read_csv(out / "EPIC_val_action_labels.csv", root=out)
     assert not bad and len(records) == 2
     rows = list(csv.DictReader((out / "EPIC_val_action_labels.csv").open()))
@@ -173,7 +174,7 @@ def test_charades_view_reads_back_through_the_charades_reader(tmp_path):
     source = _fake_source(tmp_path / "src")
     out = tmp_path / "charades"
     out.mkdir()
-    E._write_charades_view(source, out)
+    V.VIEW_WRITERS["charades"](source, out)
     records, bad = charades.read_csv(out / "train.csv", root=out)
     assert not bad and len(records) == 2
     # 1 s at 30 fps -> 24 frames at 24 fps; labels: the verb and (after the 2 verbs) the noun
@@ -183,8 +184,8 @@ def test_charades_view_reads_back_through_the_charades_reader(tmp_path):
 
 
 def test_timestamps_never_pass_the_clip_end():
-    assert E._timestamp(2.6399) == "00:00:02.63"
-    assert E._timestamp(3725.5) == "01:02:05.50"
+    assert V._timestamp(2.6399) == "00:00:02.63"
+    assert V._timestamp(3725.5) == "01:02:05.50"
 
 
 @pytest.mark.parametrize("scale", ["smoke", "paper"])

@@ -189,8 +189,8 @@ def test_init_from_errors_name_the_problem(tmp_path):
 def test_ucf101_and_hmdb51_views_parse_in_the_official_formats(smoke_root):
     from avsf.data.datasets import ucf_hmdb
 
-    ucf = E.ensure_synthetic_view(kind="ucf101", synthetic_root=test_data_dir(), scale="smoke")
-    hmdb = E.ensure_synthetic_view(kind="hmdb51", synthetic_root=test_data_dir(), scale="smoke")
+    ucf = V.ensure_synthetic_view(kind="ucf101", synthetic_root=test_data_dir(), scale="smoke")
+    hmdb = V.ensure_synthetic_view(kind="hmdb51", synthetic_root=test_data_dir(), scale="smoke")
     from avsf.data.synthetic import CLASSES
 
     first = "".join(w.capitalize() for w in CLASSES[0].name.split())  # "door opening" -> DoorOpening
@@ -231,8 +231,8 @@ def test_pretrain_then_probe_end_to_end(tmp_path, smoke_root):
     from avsf.engine.train import train
 
     roots = {"data.synthetic_root": str(test_data_dir()), "data.num_workers": 0, "solver.epochs": 1}
-    pt_root = E.ensure_synthetic_view(kind="ssl_pretrain", synthetic_root=test_data_dir(), scale="smoke")
-    hmdb = E.ensure_synthetic_view(kind="hmdb51", synthetic_root=test_data_dir(), scale="smoke")
+    pt_root = V.ensure_synthetic_view(kind="ssl_pretrain", synthetic_root=test_data_dir(), scale="smoke")
+    hmdb = V.ensure_synthetic_view(kind="hmdb51", synthetic_root=test_data_dir(), scale="smoke")
     pre = get_preset("avslowfast_pretrain_tiny").with_overrides(
         {**roots, "data.dataset": "kinetics", "data.root": str(pt_root), "checkpoint_every": 4,
          "keep_checkpoints": 5})

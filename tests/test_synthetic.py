@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 
-from avsf.data import synth_sounds, synth_visuals, synthetic
+from avsf.data.synthetic import dataset, sounds, visuals
 from avsf.data.synthetic import CLASSES, SCALES, ScaleSpec, ensure_synthetic, generate_dataset, render_clip
 from avsf.errors import UserError
 
@@ -52,7 +52,7 @@ def test_layout_counts_and_manifest(smoke_root):
     assert names == {c.name: i for i, c in enumerate(CLASSES)} and len(names) == 20
     manifest = json.loads((smoke_root / "manifest.json").read_text())
     assert manifest["scale"] == "smoke" and manifest["seed"] == 0
-    assert manifest["generator_version"] == synthetic.GENERATOR_VERSION
+    assert manifest["generator_version"] == dataset.GENERATOR_VERSION
     assert {c["cue"] for c in manifest["classes"]} == {"sound", "motion", "appearance", "visual", "joint"}
     by_path = {c["path"]: c for c in manifest["clips"]}
     # held-out splits that resolve: one test clip is 0.1 point (binomial SE ~1.5 points at 50 %)
@@ -73,12 +73,12 @@ def test_layout_counts_and_manifest(smoke_root):
     assert 0.2 < background < 0.5, background
     # the shift: training clips hear training backgrounds only, val/test clips the others
     bgs = {s: {c["background"] for c in clips if c["split"] == s and c["background"]} for s in ("train", "test")}
-    assert bgs["train"] <= set(synth_sounds.TRAIN_BACKGROUNDS) and bgs["test"] <= set(synth_sounds.HELDOUT_BACKGROUNDS)
+    assert bgs["train"] <= set(sounds.TRAIN_BACKGROUNDS) and bgs["test"] <= set(sounds.HELDOUT_BACKGROUNDS)
     # and spoken words by the training speakers only, val/test by the held-out ones
     speakers = {s: {c["speaker"] for c in clips if c["split"] == s and c["speaker"]} for s in ("train", "val", "test")}
-    assert speakers["train"] == set(synth_sounds.TRAIN_SPEAKERS)
-    assert speakers["val"] | speakers["test"] == set(synth_sounds.HELDOUT_SPEAKERS)
-    assert manifest["knobs"]["words"] == list(synth_sounds.WORDS)
+    assert speakers["train"] == set(sounds.TRAIN_SPEAKERS)
+    assert speakers["val"] | speakers["test"] == set(sounds.HELDOUT_SPEAKERS)
+    assert manifest["knobs"]["words"] == list(sounds.WORDS)
 
 
 def test_media_are_h264_aac_mp4s_with_and_without_audio(smoke_root):
@@ -100,7 +100,7 @@ def test_media_are_h264_aac_mp4s_with_and_without_audio(smoke_root):
 # --- determinism --------------------------------------------------------------------------------
 def test_same_seed_same_bytes_other_seed_other_content(smoke_root, tmp_path):
     for split, label, index in (("train", 3, 0), ("val", 12, 1), ("test", 19, 2)):
-        meta = synthetic.write_clip(tmp_path, spec=SMOKE, seed=0, split=split, label=label, index=index)
+        meta = dataset.write_clip(tmp_path, spec=SMOKE, seed=0, split=split, label=label, index=index)
         assert (tmp_path / meta["path"]).read_bytes() == (smoke_root / meta["path"]).read_bytes()
     a, _, _ = render_clip(spec=SMOKE, seed=0, split="train", label=3, index=0)
     b, _, _ = render_clip(spec=SMOKE, seed=1, split="train", label=3, index=0)
@@ -182,32 +182,32 @@ def test_shaking_is_visible_to_the_fast_pathway_only():
 
 
 def test_heldout_splits_use_other_voices_and_digit_instances():
-    assert not set(synth_sounds.TRAIN_VOICES) & set(synth_sounds.HELDOUT_VOICES)
-    assert not set(synth_sounds.TRAIN_SPEAKERS) & set(synth_sounds.HELDOUT_SPEAKERS)
-    assert not set(synth_sounds.TRAIN_BACKGROUNDS) & set(synth_sounds.HELDOUT_BACKGROUNDS)
+    assert not set(sounds.TRAIN_VOICES) & set(sounds.HELDOUT_VOICES)
+    assert not set(sounds.TRAIN_SPEAKERS) & set(sounds.HELDOUT_SPEAKERS)
+    assert not set(sounds.TRAIN_BACKGROUNDS) & set(sounds.HELDOUT_BACKGROUNDS)
     for digit in range(10):
-        train = set(synth_visuals.digit_pool(digit=digit, heldout=False))
-        held = set(synth_visuals.digit_pool(digit=digit, heldout=True))
+        train = set(visuals.digit_pool(digit=digit, heldout=False))
+        held = set(visuals.digit_pool(digit=digit, heldout=True))
         assert train and held and not train & held and len(train | held) == 500
 
 
 # --- spoken words -------------------------------------------------------------------------------
 def test_spoken_words_are_deterministic_across_processes_and_differ_by_speaker():
-    from avsf.data import synth_speech
+    from avsf.data.synthetic import speech
 
-    speakers = synth_sounds.TRAIN_SPEAKERS + synth_sounds.HELDOUT_SPEAKERS
-    synth_speech.word_bank.cache_clear()
-    first = synth_speech.word_bank(synth_sounds.WORDS, speakers)  # each call: a fresh interpreter
-    synth_speech.word_bank.cache_clear()
-    second = synth_speech.word_bank(synth_sounds.WORDS, speakers)
+    speakers = sounds.TRAIN_SPEAKERS + sounds.HELDOUT_SPEAKERS
+    speech.word_bank.cache_clear()
+    first = speech.word_bank(sounds.WORDS, speakers)  # each call: a fresh interpreter
+    speech.word_bank.cache_clear()
+    second = speech.word_bank(sounds.WORDS, speakers)
     assert first.keys() == second.keys() and all(np.array_equal(first[k], second[k]) for k in first)
-    for word in synth_sounds.WORDS:
+    for word in sounds.WORDS:
         takes = [first[(speaker, word)] for speaker in speakers]
-        assert all(0.2 < x.size / synth_speech.ENGINE_RATE < 0.6 for x in takes)  # fits between events
+        assert all(0.2 < x.size / speech.ENGINE_RATE < 0.6 for x in takes)  # fits between events
         assert len({x.tobytes() for x in takes}) == len(speakers)
     # resampled to the clip's rate, a few percent faster or slower from clip to clip
     rng = np.random.default_rng(0)
-    x = synth_sounds.spoken(word="open", sr=16000, speaker="en+m1", rng=rng)
+    x = sounds.spoken(word="open", sr=16000, speaker="en+m1", rng=rng)
     assert x.dtype == np.float32 and abs(x.size / (first[("en+m1", "open")].size * 16000 / 22050) - 1) < 0.04
 
 
@@ -220,7 +220,7 @@ def test_unknown_scale_and_bad_seed_are_user_errors(tmp_path):
 
 
 def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
-    real = synthetic.write_clip
+    real = dataset.write_clip
     calls = []
 
     def flaky(*args, **kw):
@@ -229,7 +229,7 @@ def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path, mon
             raise RuntimeError("disk full")
         return real(*args, **kw)
 
-    monkeypatch.setattr(synthetic, "write_clip", flaky)
+    monkeypatch.setattr(dataset, "write_clip", flaky)
     with pytest.raises(RuntimeError, match="disk full"):
         generate_dataset(tmp_path / "data", spec=TINY, seed=0, workers=1)
     assert list(tmp_path.iterdir()) == []  # neither the dataset nor its temp folder
@@ -237,14 +237,14 @@ def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path, mon
 
 def test_concurrent_callers_generate_once_and_stale_versions_regenerate(tmp_path, monkeypatch):
     monkeypatch.setitem(SCALES, "tiny", TINY)
-    real = synthetic.generate_dataset
+    real = dataset.generate_dataset
     generated = []
 
     def counting(*args, **kw):
         generated.append(1)
         return real(*args, **kw)
 
-    monkeypatch.setattr(synthetic, "generate_dataset", counting)
+    monkeypatch.setattr(dataset, "generate_dataset", counting)
     results = []
     threads = [threading.Thread(target=lambda: results.append(ensure_synthetic(tmp_path, "tiny", 0, workers=1)))
                for _ in range(2)]
@@ -256,11 +256,11 @@ def test_concurrent_callers_generate_once_and_stale_versions_regenerate(tmp_path
     # a copy from another generator version is replaced
     manifest_path = results[0] / "manifest.json"
     stale = json.loads(manifest_path.read_text())
-    stale["generator_version"] = synthetic.GENERATOR_VERSION - 1
+    stale["generator_version"] = dataset.GENERATOR_VERSION - 1
     manifest_path.write_text(json.dumps(stale))
     ensure_synthetic(tmp_path, "tiny", 0, workers=1)
     assert len(generated) == 2
-    assert json.loads(manifest_path.read_text())["generator_version"] == synthetic.GENERATOR_VERSION
+    assert json.loads(manifest_path.read_text())["generator_version"] == dataset.GENERATOR_VERSION
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["tiny-seed0"]
 
 
@@ -282,7 +282,7 @@ def smoke_features(smoke_root):
     """Probe features of the smoke train, val and test splits, extracted once for the probe tests."""
     import torch
 
-    from avsf.data.synth_probe import split_features
+    from avsf.data.synthetic.probes import split_features
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -293,7 +293,7 @@ def smoke_features(smoke_root):
 
 
 def test_probes_both_beat_visual_and_audio_alone(smoke_features, one_torch_thread):
-    from avsf.data.synth_probe import probe_features
+    from avsf.data.synthetic.probes import probe_features
 
     result = probe_features(smoke_features["train"], smoke_features["test"])
     visual, audio, both = (result[k]["test_top1"] for k in ("visual", "audio", "both"))
@@ -312,7 +312,7 @@ def test_sound_fits_faster_and_overfits_more_than_sight(smoke_features, one_torc
     word is spoken; vision: motion, digit, the visual classes): after one epoch the audio probe
     fits its training clips better, and at the end its train-heldout gap (other speakers) is
     the larger one. Held out: val and test together (the same held-out sources)."""
-    from avsf.data.synth_probe import learning_curves
+    from avsf.data.synthetic.probes import learning_curves
 
     heldout = {k: np.concatenate([smoke_features["val"][k], smoke_features["test"][k]]) for k in smoke_features["test"]}
     curves = learning_curves(smoke_features["train"], heldout, epochs=8)

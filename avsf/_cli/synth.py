@@ -43,7 +43,7 @@ def run(args) -> int:
         print(f"{out}: {len(m['classes'])} classes; clips {counts}; {m['clips_with_audio']} with audio; "
               f"{m['generation_seconds']:.1f} s")
     if args.probe:
-        from avsf.data.synth_probe import probe_dataset
+        from avsf.data.synthetic.probes import probe_dataset
 
         print(json.dumps(probe_dataset(out), indent=2))
     return 0

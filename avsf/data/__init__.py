@@ -1,8 +1,8 @@
 """The audiovisual data pipeline: decoding (PyAV), log-mel audio, clip sampling, transforms,
 dataset formats and a loader that survives bad files. See docs/INTERFACES.md, "Data".
 
-`build_dataset` and `build_loader` are imported on first use, so `avsf.data.mediawrite` and
-the synthetic generator do not pay for torch and torchvision.
+`build_dataset` and `build_loader` are imported on first use, so the built-in data generator
+(`avsf.data.synthetic`, media writing included) does not pay for torch and torchvision.
 """
 
 from __future__ import annotations

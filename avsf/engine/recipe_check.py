@@ -10,7 +10,7 @@ tiny presets exactly as they are, trained on the default smoke data:
   epoch exceeds the visual model's, and its val top-1 peaks before its last epoch;
 - the loop computes: waiting for data is <= 10 % of the training loop's time.
 
-Linear probes on the data's fixed features (``avsf.data.synth_probe``) are reported beside
+Linear probes on the data's fixed features (``avsf.data.synthetic.probes``) are reported beside
 the trained models: what the data offers a linear read-out.
 """
 

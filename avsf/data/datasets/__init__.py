@@ -45,7 +45,7 @@ def dataset_root(cfg) -> Path:
                             f"dataset folder (or leave it empty for the built-in synthetic data)")
         return root
     if d.dataset == "ava":  # the built-in synthetic AVA-format detection data
-        from avsf.data.synth_detection import ensure_synthetic_ava
+        from avsf.data.synthetic.detection import ensure_synthetic_ava
 
         return Path(ensure_synthetic_ava(d.synthetic_root, d.synthetic_scale, d.synthetic_seed))
     if d.dataset != "synthetic":

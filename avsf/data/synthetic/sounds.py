@@ -6,7 +6,7 @@ Two families:
   with a :class:`Voice` (pitch, decay and brightness factors). Training clips use
   :data:`TRAIN_VOICES`, validation and test clips :data:`HELDOUT_VOICES`;
 - spoken words (:func:`spoken`, words :data:`WORDS`), synthesised offline by eSpeak NG
-  (:mod:`avsf.data.synth_speech`). Training clips are spoken by :data:`TRAIN_SPEAKERS`,
+  (:mod:`avsf.data.synthetic.speech`). Training clips are spoken by :data:`TRAIN_SPEAKERS`,
   validation and test clips by :data:`HELDOUT_SPEAKERS`, other speakers altogether.
 
 Either way the same sound classes are made by other sources at test time: a train/test shift
@@ -160,7 +160,7 @@ def spoken(*, word: str, sr: int, speaker: str, rng: np.random.Generator) -> np.
     (and so higher or lower) from clip to clip; silence trimmed, so it starts at once."""
     from scipy.signal import resample_poly  # noqa: PLC0415
 
-    from avsf.data.synth_speech import ENGINE_RATE, word_bank  # noqa: PLC0415
+    from avsf.data.synthetic.speech import ENGINE_RATE, word_bank  # noqa: PLC0415
 
     speakers = TRAIN_SPEAKERS + HELDOUT_SPEAKERS
     if word in WORDS and speaker in speakers:  # the dataset's own bank, synthesised once per process

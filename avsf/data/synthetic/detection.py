@@ -41,9 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
-from avsf.data import synth_sounds as sounds
-from avsf.data import synth_visuals as visuals
-from avsf.data.synthetic import generate_once, swap_in
+from avsf.data.synthetic import sounds
+from avsf.data.synthetic import visuals
+from avsf.data.synthetic.dataset import generate_once, swap_in
 from avsf.errors import UserError
 
 GENERATOR_VERSION = 1  # bump whenever the generated content changes: cached copies regenerate
@@ -157,7 +157,7 @@ def render_video(*, spec: DetScale, seed: int, split: str, index: int) -> dict:
 
 def generate(out: Path, *, spec: DetScale, seed: int) -> Path:
     """Write the dataset to `out` atomically (a temp folder renamed at the end)."""
-    from avsf.data.mediawrite import write_media
+    from avsf.data.synthetic.media import write_media
 
     start = time.time()
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"

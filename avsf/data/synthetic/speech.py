@@ -11,7 +11,7 @@ utterances in a fresh process, but not per utterance: some synthesiser state (pi
 wave phase) carries over from one utterance to the next and survives re-initialisation, so
 the same word said twice in one process differs in the last bits. :func:`word_bank` therefore
 synthesises the whole bank, in a fixed order, in a fresh interpreter (``python -m
-avsf.data.synth_speech``) and caches the result per process; the bank depends only on
+avsf.data.synthetic.speech``) and caches the result per process; the bank depends only on
 (words, voices, version of the wheel).
 """
 
@@ -114,7 +114,7 @@ def word_bank(words: tuple[str, ...], voices: tuple[str, ...]) -> dict[tuple[str
         raise UserError("the built-in dataset's spoken words need the espeakng-loader package: "
                         "pip install -e . (or pip install espeakng-loader==0.2.4)")
     request = "\n".join([",".join(words), ",".join(voices)])
-    proc = subprocess.run([sys.executable, "-m", "avsf.data.synth_speech"], input=request.encode(),
+    proc = subprocess.run([sys.executable, "-m", "avsf.data.synthetic.speech"], input=request.encode(),
                           capture_output=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"the speech synthesiser failed (exit {proc.returncode}): "
