@@ -1,10 +1,10 @@
-"""One config of defaults for every run, as plain dataclasses, plus the named presets.
+"""One config of defaults for every run, as plain dataclasses.
 
 A :class:`RunConfig` is all a run needs: it serialises to JSON, hashes stably (the launcher's
 cache key) and is overridden from the command line with ``--set section.key=value``.
 
-Presets are registered by name like timm's model registry; ``avsf presets`` lists them.
-Each is a plain function returning a fresh :class:`RunConfig`.
+The named presets (plain functions returning a fresh :class:`RunConfig`) live in
+:mod:`avsf.presets`, registered in :mod:`avsf.registry`; ``avsf presets`` lists them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import hashlib
 import json
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from avsf.portable import hash_form
 
@@ -408,35 +408,3 @@ def _check_detection(m: ModelConfig, d: DataConfig) -> None:
     if d.dataset == "ava" and m.task != "detect":
         raise ConfigError("data.dataset=ava gives person boxes, not clip labels: set model.task=detect "
                           "(e.g. the presets avslowfast_r50_ava, slowfast_tiny_ava)")
-
-
-# --- presets --------------------------------------------------------------------------
-PRESETS: dict[str, Callable[[], RunConfig]] = {}
-PRESET_NOTES: dict[str, str] = {}
-
-
-def register_preset(name: str, note: str = "") -> Callable[[Callable[[], RunConfig]], Callable[[], RunConfig]]:
-    def deco(fn: Callable[[], RunConfig]) -> Callable[[], RunConfig]:
-        if name in PRESETS:
-            raise ValueError(f"preset {name!r} registered twice")
-        PRESETS[name] = fn
-        PRESET_NOTES[name] = note or (fn.__doc__ or "").strip().splitlines()[0]
-        return fn
-    return deco
-
-
-def get_preset(name: str) -> RunConfig:
-    """A fresh RunConfig for the named preset (unknown names list the known ones)."""
-    import avsf.presets  # noqa: F401  (registers the presets)
-
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
-    cfg = PRESETS[name]()
-    cfg.name = name
-    return validate(cfg)
-
-
-def list_presets() -> list[str]:
-    import avsf.presets  # noqa: F401
-
-    return sorted(PRESETS)

@@ -24,8 +24,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from avsf.config import ConfigError, RunConfig, get_preset
+from avsf.config import ConfigError, RunConfig
 from avsf.errors import UserError
+from avsf.presets import get_preset
 
 SCALES = ("smoke", "small", "paper")
 DATASETS = ("kinetics", "kinetics_sounds", "epic", "charades", "ucf101", "hmdb51", "kinetics600", "ava")
@@ -439,8 +440,8 @@ def _data_overrides(row: Row, scale: str, data_roots: dict[str, str | None]) -> 
         raise UserError(f"the paper scale needs the real {row.dataset} data: set "
                         f"data_roots['{row.dataset}'] to its folder")
     from avsf.data.synthetic import GENERATOR_VERSION  # noqa: PLC0415 (the data stack is heavy)
-
     from avsf.data.synthetic.views import synthetic_view_dir  # noqa: PLC0415
+
     synthetic_root = str(project_root() / "data" / "synthetic")
     # the version is part of the run's identity: runs of an older built-in dataset are not reused
     out = [f"data.synthetic_root={synthetic_root}", f"data.synthetic_version={GENERATOR_VERSION}"]

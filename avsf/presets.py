@@ -6,7 +6,8 @@ overrides of these (``--set model.droppathway_rate=0.5``), not presets of their 
 
 from __future__ import annotations
 
-from avsf.config import DataConfig, ModelConfig, RunConfig, SolverConfig, register_preset
+from avsf.config import DataConfig, ModelConfig, RunConfig, SolverConfig
+from avsf.registry import PRESET_NOTES, get_preset, list_presets, register_preset  # noqa: F401 (the lookups)
 
 ALL_FS = ("pool1", "res2", "res3", "res4")  # standard SlowFast: F->S after every stage
 MID_FS = ("res3", "res4")  # the authors' AVSlowFast config
@@ -255,7 +256,7 @@ def avslowfast_r101_ava() -> RunConfig:
 
 
 def _tiny_ava(arch: str) -> RunConfig:
-    """The tiny models on the built-in synthetic AVA data (avsf.data.synth_detection, 64 x 80
+    """The tiny models on the built-in synthetic AVA data (avsf.data.synthetic.detection, 64 x 80
     frames): 48-pixel crops (short side 48-56), so res5 (stride 16 in the detector) is 3 x 3;
     test on the whole 48 x 60 frame."""
     cfg = _tiny(arch)

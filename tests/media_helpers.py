@@ -84,6 +84,6 @@ def write_kinetics(root, *, classes: list[str], per_class: int = 2, seconds: flo
 
 def tiny_cfg(root, *, dataset: str = "kinetics", preset: str = "avslowfast_tiny", overrides: list[str] | None = None):
     """The smoke-scale preset pointed at a test dataset."""
-    from avsf.config import get_preset
+    from avsf.presets import get_preset
 
     return get_preset(preset).with_overrides([f"data.root={root}", f"data.dataset={dataset}"] + list(overrides or []))

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from avsf.config import ConfigError, get_preset
+from avsf.config import ConfigError
+from avsf.data import boxes
 from avsf.data.datasets import ava
 from avsf.engine.ava_eval import frame_ap, voc_average_precision
 from avsf.errors import UserError
+from avsf.presets import get_preset
 
 LABEL_MAP = 'item {\n  name: "stand"\n  id: 1\n}\nitem { name: "talk to (e.g., self, a person)" id: 3 }\n'
 
@@ -131,11 +133,11 @@ def test_config_checks():
 # --- boxes through the transforms, collate ---------------------------------------------------------
 def test_map_and_flip_boxes():
     # a 100 x 200 frame; window x0=50, y0=10, 100 x 80 source pixels shown at 50 x 40: scale 1/2
-    b = ava.map_boxes(np.array([[0.5, 0.5, 0.75, 1.0]]), src_h=100, src_w=200, y0=10, x0=50, win_h=80, win_w=100,
-                      out_h=40, out_w=50)
+    b = boxes.map_boxes(np.array([[0.5, 0.5, 0.75, 1.0]]), src_h=100, src_w=200, y0=10, x0=50, win_h=80, win_w=100,
+                        out_h=40, out_w=50)
     # x: 100 -> (100-50)/2 = 25, 150 -> 50; y: 50 -> 20, 100 -> 45 clipped to 40
     np.testing.assert_allclose(b, [[25, 20, 50, 40]])
-    np.testing.assert_allclose(ava.flip_boxes(b, width=50), [[0, 20, 25, 40]])
+    np.testing.assert_allclose(boxes.flip_boxes(b, width=50), [[0, 20, 25, 40]])
 
 
 def _frames_with_square(h=60, w=90, box=(0.5, 0.2, 0.8, 0.7)):
@@ -181,14 +183,27 @@ def test_detection_collate_pads_and_indexes_boxes():
                 "boxes": torch.arange(4 * r, dtype=torch.float32).view(r, 4), "label": torch.ones(r, 3),
                 "item_index": torch.tensor(item), "video_index": torch.tensor(0)}
 
-    from avsf.data.loader import collate
+    from avsf.data.loader import SampleLoader, collate
 
-    batch = collate([sample(10, 2, 5), sample(12, 1, 7)])
+    batch = collate([sample(10, 2, 5), sample(12, 1, 7)], stack=ava.AVADataset.collate)
     assert batch["slow"].shape == (2, 3, 2, 8, 12) and batch["slow"][0, :, :, :, 10:].abs().sum() == 0
     assert batch["boxes"].shape == (3, 5) and batch["boxes"][:, 0].tolist() == [0, 0, 1]
     assert batch["boxes"][2, 1:].tolist() == [0, 1, 2, 3]
     assert batch["box_item"].tolist() == [5, 5, 7] and batch["box_slot"].tolist() == [0, 1, 0]
     assert batch["label"].shape == (3, 3) and batch["_failures"] == []
+
+    class Boxes(torch.utils.data.Dataset):  # the loader batches with the dataset's own collate
+        collate = staticmethod(ava.detection_collate)
+
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return sample(10 + 2 * i, 2 - i, 5 + 2 * i)
+
+    loaded = next(iter(SampleLoader(Boxes(), batch_size=2, num_workers=0, shuffle=False, seed=0, epoch=0,
+                                    drop_last=False)))
+    assert loaded["boxes"].shape == (3, 5) and loaded["box_item"].tolist() == [5, 5, 7]
 
 
 # --- the detector ----------------------------------------------------------------------------------------

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from avsf.config import get_preset
 from avsf.models import build_model, example_inputs
 from avsf.models.avs import margin_contrastive_loss, pair_weights
+from avsf.presets import get_preset
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

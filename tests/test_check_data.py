@@ -10,9 +10,9 @@ import pytest
 from media_helpers import write_clip
 
 from avsf.cli import main
-from avsf.config import get_preset
 from avsf.data.check import scan_dataset
 from avsf.data.decode import FAULT_ENV
+from avsf.presets import get_preset
 
 
 @pytest.fixture(scope="module")

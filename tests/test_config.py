@@ -3,7 +3,8 @@ import json
 import pytest
 
 from avsf.cli import main
-from avsf.config import ConfigError, RunConfig, get_preset, list_presets
+from avsf.config import ConfigError, RunConfig
+from avsf.presets import get_preset, list_presets
 
 
 def test_every_preset_roundtrips_through_json_and_hashes_stably():

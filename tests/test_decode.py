@@ -77,14 +77,14 @@ def test_seek_decodes_only_what_the_clip_needs(tmp_path, monkeypatch):
     # 10 s at 30 fps with a keyframe every 15 frames; a clip at the end must not decode the start
     path = write_clip(tmp_path / "long.mp4", seconds=10.0, fps=30, audio=False, options={"g": "15"})
     decoded = []
-    original = D._decode_tolerant
+    original = D.decode_tolerant
 
     def counting(container, stream, **kw):
         for frame in original(container, stream, **kw):
             decoded.append(frame.pts)
             yield frame
 
-    monkeypatch.setattr(D, "_decode_tolerant", counting)
+    monkeypatch.setattr(D, "decode_tolerant", counting)
     clip = D.decode_clip(path, start_s=8.5, duration_s=1.0, num_frames=8, audio_rate=16000, want_audio=False)
     assert [level_index(f.mean()) for f in clip.frames][0] == int(8.5 * 30) % LEVELS
     # at most one GOP before the clip plus the clip itself

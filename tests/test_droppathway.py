@@ -6,8 +6,8 @@ import dataclasses
 import pytest
 import torch
 
-from avsf.config import get_preset
 from avsf.models import build_model, example_inputs
+from avsf.presets import get_preset
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

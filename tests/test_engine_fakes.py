@@ -93,7 +93,7 @@ def install(monkeypatch, *, views: int = 2, num_videos: int = 24, batch_norm: bo
 
 
 def tiny_config(**overrides) -> RunConfig:
-    from avsf.config import get_preset
+    from avsf.presets import get_preset
 
     base = {"solver.epochs": 3, "solver.batch_size": 4, "solver.reference_batch": 4, "solver.warmup_epochs": 1,
             "data.num_workers": 0, "checkpoint_every": 2, "keep_checkpoints": 3, "log_every": 1}

@@ -7,10 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avsf.config import ConfigError, SolverConfig, get_preset
+from avsf.config import ConfigError, SolverConfig
 from avsf.engine.losses import batch_top1_hits, task_loss
 from avsf.engine.optim import build_optimizer, param_groups
 from avsf.engine.schedules import LrSchedule, build_schedule, scaled_lr
+from avsf.presets import get_preset
 
 
 def test_linear_scaling_rule_matches_the_paper():

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from avsf import experiments as E
-from avsf.config import get_preset
-from avsf.data.synthetic import views as V
 from avsf.data.synthetic import GENERATOR_VERSION
+from avsf.data.synthetic import views as V
 from avsf.errors import UserError
+from avsf.presets import get_preset
 
 # Every claim of claims.csv has a notebook now (Tables 7 and 8 included).
 NOT_BUILT: set[str] = set()

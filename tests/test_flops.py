@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from avsf.cli import main
-from avsf.config import get_preset
 from avsf.flops import FlopCounter, count_model, count_params
 from avsf.models import build_model, example_inputs
+from avsf.presets import get_preset
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -21,8 +21,9 @@ import pytest
 
 from avsf import launch
 from avsf.cli import main
-from avsf.config import RunConfig, get_preset
+from avsf.config import RunConfig
 from avsf.errors import UserError
+from avsf.presets import get_preset
 
 FAKE_JOB = f"{Path(__file__).resolve()}:fake_train"
 PY = sys.executable
@@ -199,7 +200,7 @@ def test_a_claimed_run_is_pending_not_failed(tmp_path):
 _CONCURRENT = """
 import sys
 from avsf import launch
-from avsf.config import get_preset
+from avsf.presets import get_preset
 cfgs = [get_preset("avslowfast_tiny").with_overrides([f"seed={s}", "solver.epochs=4", "solver.base_lr=0.05"])
         for s in range(4)]
 sys.stdin.readline()  # both processes start submitting at the same moment

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from avsf.cli import main
-from avsf.config import DEPTHS, ConfigError, get_preset, list_presets
+from avsf.config import DEPTHS, ConfigError
 from avsf.errors import UserError
 from avsf.models import AVSlowFast, LateFusion, build_model, describe_stages, example_inputs
 from avsf.models.blocks import TimeFreqBlock
+from avsf.presets import get_preset, list_presets
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

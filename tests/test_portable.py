@@ -15,7 +15,8 @@ import pytest
 from avsf import experiments as E
 from avsf import launch
 from avsf import portable as P
-from avsf.config import DataConfig, ModelConfig, RunConfig, SolverConfig, get_preset
+from avsf.config import DataConfig, ModelConfig, RunConfig, SolverConfig
+from avsf.presets import get_preset
 
 REPO = Path(__file__).resolve().parents[1]
 # string fields that name no path (a new path field must be added to portable.PATH_FIELDS)

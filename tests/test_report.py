@@ -173,9 +173,9 @@ def test_compute_claims_count_the_paper_models():
 
 
 def test_the_trained_model_is_counted_not_a_400_class_head():
-    from avsf.config import get_preset
     from avsf.engine.evaluate import compute_cost
     from avsf.flops import count_model
+    from avsf.presets import get_preset
     from avsf.report.architecture import counted_model
 
     tiny = get_preset("avslowfast_tiny")

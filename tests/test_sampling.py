@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from avsf.config import get_preset
 from avsf.data import sampling as S
 from avsf.data.transforms import eval_transform, normalize_video, pack_pathways, train_transform
+from avsf.presets import get_preset
 
 
 def test_geometry_follows_the_preset():
@@ -110,7 +110,7 @@ def test_pack_pathways_keeps_every_alpha_th_frame():
 def test_resized_window_matches_resize_then_crop():
     from torchvision.transforms.v2 import functional as TF
 
-    from avsf.data.transforms import _resized_window
+    from avsf.data.transforms import resized_window
 
     yy, xx = np.mgrid[0:120, 0:160]
     img = ((np.sin(xx / 9.0) + np.cos(yy / 7.0)) * 60 + 128).astype(np.uint8)
@@ -118,7 +118,7 @@ def test_resized_window_matches_resize_then_crop():
     for scaled, top, left in [((150, 200), 20, 37), ((120, 160), 0, 0), ((96, 128), 10, 50)]:
         resized = TF.resize(x, list(scaled), antialias=True)
         ref = TF.crop(resized, top, left, 64, 64)
-        got = _resized_window(x, top=top, left=left, crop=64, scaled=scaled)
+        got = resized_window(x, top=top, left=left, crop=64, scaled=scaled)
         assert got.shape == ref.shape == (1, 3, 64, 64)
         # the window is rounded to whole source pixels: a sub-pixel shift, far below a 3-pixel one
         err = (got.float() - ref.float()).abs().mean()

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from avsf import launch
-from avsf.config import RunConfig, get_preset
+from avsf.config import RunConfig
+from avsf.presets import get_preset
 
 pytestmark = pytest.mark.slurm
 

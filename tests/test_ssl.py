@@ -8,12 +8,14 @@ import pytest
 import torch
 
 from avsf import experiments as E
-from avsf.config import ConfigError, get_preset
+from avsf.config import ConfigError
+from avsf.data.synthetic import views as V
 from avsf.engine import ssl
 from avsf.engine.checkpoint import save_checkpoint
 from avsf.engine.optim import build_optimizer
 from avsf.errors import UserError
 from avsf.models import build_model, example_inputs
+from avsf.presets import get_preset
 
 from conftest import test_data_dir
 

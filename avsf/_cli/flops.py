@@ -18,9 +18,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from avsf.config import get_preset
     from avsf.errors import UserError
     from avsf.flops import count_model
+    from avsf.presets import get_preset
 
     if args.crop < 32:
         raise UserError(f"--crop {args.crop}: the crop must be at least 32 pixels (five stride-2 stages)")

@@ -17,9 +17,9 @@ def add_arguments(p) -> None:
 
 def inspect_file(path: str, *, preset: str, overrides: list[str] | None = None) -> dict:
     """Header facts of `path` and the shapes of one training clip made from it."""
-    from avsf.config import get_preset
-    from avsf.data.check import probe_files
+    from avsf.data.probe import probe_files
     from avsf.errors import UserError
+    from avsf.presets import get_preset
 
     cfg = get_preset(preset).with_overrides(list(overrides or []) + ["data.decode_failure=strict"])
     # the header is read in a guarded child: a file that crashes FFmpeg cannot take us down

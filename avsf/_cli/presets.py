@@ -13,7 +13,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from avsf.config import PRESET_NOTES, get_preset, list_presets
+    from avsf.presets import PRESET_NOTES, get_preset, list_presets
 
     if args.name:
         print(get_preset(args.name).to_json())

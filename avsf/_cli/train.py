@@ -25,8 +25,8 @@ def add_arguments(p) -> None:
 
 def build_config(args):
     """The run config from --preset, --data, --seed and --set (errors name what to fix)."""
-    from avsf.config import get_preset
     from avsf.errors import UserError
+    from avsf.presets import get_preset
 
     overrides = list(args.overrides)
     if args.seed is not None:

@@ -85,8 +85,8 @@ def bench_data(*, root: str, preset: str, workers: int, clips: int, rounds: int 
     (each measurement `rounds` times, the best kept)."""
     import torch
 
-    from avsf.config import get_preset
     from avsf.data.datasets import build_dataset
+    from avsf.presets import get_preset
 
     cfg = get_preset(preset).with_overrides({"data.root": str(root), "data.dataset": "kinetics"})
     dataset = build_dataset(cfg, "train")

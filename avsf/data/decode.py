@@ -196,7 +196,7 @@ def _seek(container: Any, stream: Any, t_s: float) -> None:
     container.seek(target, stream=stream, backward=True, any_frame=False)
 
 
-def _frame_time(frame: Any, time_base_s: float | None, origin: float) -> float | None:
+def frame_time(frame: Any, time_base_s: float | None, origin: float) -> float | None:
     """Seconds from the origin at which `frame` is shown (None without a pts)."""
     pts = frame.pts
     if pts is None or time_base_s is None:
@@ -266,8 +266,8 @@ def decode_frames(container: Any, *, times: np.ndarray, path: str | os.PathLike 
             continue
         overshoot = False
         try:
-            for frame in _decode_tolerant(container, stream, path=path, what="video"):
-                ts = _frame_time(frame, tb, origin)
+            for frame in decode_tolerant(container, stream, path=path, what="video"):
+                ts = frame_time(frame, tb, origin)
                 if ts is None:
                     ts = (float(times[k]) if k < n else 0.0)
                 if prev is None and ts > times[0] + tol and attempt == 0 and times[0] > tol:
@@ -302,7 +302,7 @@ def decode_frames(container: Any, *, times: np.ndarray, path: str | os.PathLike 
 _MAX_BAD_PACKETS = 8  # consecutive undecodable packets before a stream counts as broken
 
 
-def _decode_tolerant(container: Any, stream: Any, *, path: str | os.PathLike, what: str):
+def decode_tolerant(container: Any, stream: Any, *, path: str | os.PathLike, what: str):
     """Decoded frames of `stream` from the demuxer's position, skipping undecodable packets.
 
     Right after a seek the first packet can be partial (mpeg-ps, mp2); a corrupt packet in the
@@ -376,8 +376,8 @@ def decode_audio_span(container: Any, *, start_s: float, duration_s: float,
         pass  # unseekable: decode from where the demuxer is (the start)
     next_pos: int | None = None  # running sample position when a frame has no pts
     jitter = int(np.ceil(float(stream.time_base) * rate)) + 1 if stream.time_base else 1
-    for frame in _decode_tolerant(container, stream, path=path, what="audio"):
-        ts = _frame_time(frame, tb, origin)
+    for frame in decode_tolerant(container, stream, path=path, what="audio"):
+        ts = frame_time(frame, tb, origin)
         if ts is not None:
             pos = int(round((ts - start_s) * rate))
             # containers with coarse time bases (mkv/webm: 1 ms) round pts; a frame that

@@ -35,7 +35,7 @@ import signal
 import threading
 import time
 from multiprocessing.sharedctypes import RawArray
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -74,21 +74,17 @@ def batch_plan(*, num_items: int, batch_size: int, shuffle: bool, seed: int, epo
     return batches
 
 
-def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack samples into a batch; the replaced files travel under "_failures" (a list).
-    Detection samples (with "boxes") go through :func:`avsf.data.datasets.ava.detection_collate`.
+def collate(samples: list[dict[str, Any]], *,
+            stack: Callable[[list[dict[str, Any]]], dict[str, Any]] = default_collate) -> dict[str, Any]:
+    """Stack samples into a batch with ``stack``, the dataset's own collate (``dataset.collate``:
+    AVA's pads frames and concatenates boxes); the replaced files travel under "_failures" (a list).
 
     Easy AVS negatives (``audio_neg_hard`` False) get the audio of the next sample in the
     batch that is from another video and has sound; with none, they stay zeros (silent
     negatives take no part in the AVS loss).
     """
     failures = [f for s in samples for f in s.pop("_failures", [])]
-    if samples and "boxes" in samples[0]:  # detection (AVA): a variable number of boxes per clip
-        from avsf.data.datasets.ava import detection_collate
-
-        batch = detection_collate(samples)
-    else:
-        batch = default_collate(samples)
+    batch = stack(samples)
     batch["_failures"] = failures
     if "audio_neg" in batch:
         fill_easy_negatives(batch)
@@ -159,6 +155,7 @@ class SampleLoader:
                  epoch: int, rank: int = 0, world_size: int = 1, drop_last: bool, start_batch: int = 0,
                  timeout_s: float | None = None, strict: bool | None = None):
         self.dataset = dataset
+        self.stack = getattr(dataset, "collate", default_collate)  # a dataset may carry its own
         self.batch_size = batch_size
         self.num_workers = max(0, int(num_workers))
         self.batches = batch_plan(num_items=len(dataset), batch_size=batch_size, shuffle=shuffle, seed=seed,  # type: ignore[arg-type]
@@ -180,14 +177,14 @@ class SampleLoader:
         pos = self.start_batch
         if self.num_workers == 0:
             for batch_items in self.batches[pos:]:
-                yield self._take(collate([self.dataset[i] for i in batch_items]))
+                yield self._take(collate([self.dataset[i] for i in batch_items], stack=self.stack))
             return
         while pos < len(self.batches):
             slots = RawArray("q", _SLOT * self.num_workers)
             killed: dict[int, str] = {}  # worker id -> why the watchdog killed it
             loader = DataLoader(_Tracked(self.dataset, slots), batch_sampler=self.batches[pos:],
-                                num_workers=self.num_workers, collate_fn=collate, worker_init_fn=_worker_init,
-                                persistent_workers=False, prefetch_factor=2)
+                                num_workers=self.num_workers, collate_fn=functools.partial(collate, stack=self.stack),
+                                worker_init_fn=_worker_init, persistent_workers=False, prefetch_factor=2)
             it = iter(loader)
             _unregister_sigchld(it)
             stop = threading.Event()

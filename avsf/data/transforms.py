@@ -19,13 +19,14 @@ def to_tensor_frames(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(frames).permute(0, 3, 1, 2)
 
 
-def _scaled_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+def scaled_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """(h, w) of a (height, width) frame resized so its short side is `short_side` (neither side below it)."""
     if height <= width:
         return short_side, max(short_side, int(round(width * short_side / height)))
     return max(short_side, int(round(height * short_side / width))), short_side
 
 
-def _resized_window(x: torch.Tensor, *, top: int, left: int, crop: int, scaled: tuple[int, int]) -> torch.Tensor:
+def resized_window(x: torch.Tensor, *, top: int, left: int, crop: int, scaled: tuple[int, int]) -> torch.Tensor:
     """The crop x crop window at (top, left) of `x` resized to `scaled` (h, w), computed by
     resizing only that window's source pixels (TF.resized_crop): the same picture as resize
     then crop, up to rounding the window to whole source pixels, at a fraction of the cost
@@ -40,7 +41,7 @@ def _resized_window(x: torch.Tensor, *, top: int, left: int, crop: int, scaled: 
 def source_window(src_h: int, src_w: int, *, top: int, left: int, crop: int,
                   scaled: tuple[int, int]) -> tuple[int, int, int, int]:
     """(y0, x0, height, width) in source pixels of the crop x crop window at (top, left) of the
-    frame resized to `scaled`, rounded to whole source pixels as :func:`_resized_window` reads
+    frame resized to `scaled`, rounded to whole source pixels as :func:`resized_window` reads
     it (so boxes can be mapped exactly onto the picture the crop shows)."""
     sy, sx = src_h / scaled[0], src_w / scaled[1]
     win_h = min(src_h, max(1, int(round(crop * sy))))
@@ -50,7 +51,7 @@ def source_window(src_h: int, src_w: int, *, top: int, left: int, crop: int,
     return y0, x0, win_h, win_w
 
 
-def _channels_first(x: torch.Tensor) -> torch.Tensor:
+def channels_first(x: torch.Tensor) -> torch.Tensor:
     """uint8 [N,3,H,W] -> uint8 [3,N,H,W] (one contiguous copy)."""
     return x.permute(1, 0, 2, 3).contiguous()
 
@@ -71,7 +72,7 @@ def normalize_video(x: torch.Tensor, *, mean: tuple[float, ...], std: tuple[floa
 def train_transform(frames: np.ndarray, *, rng: np.random.Generator, jitter: tuple[int, int], crop: int,
                     flip: bool) -> torch.Tensor:
     """Short side to a random size in [jitter[0], jitter[1]], a random crop x crop square
-    (both done at once, see _resized_window), a horizontal flip with probability 1/2 (if
+    (both done at once, see resized_window), a horizontal flip with probability 1/2 (if
     `flip`). Normalising is :func:`normalize_video`'s job, on the device.
 
     frames: uint8 [N,H,W,3]. Returns uint8 [3,N,crop,crop].
@@ -80,13 +81,13 @@ def train_transform(frames: np.ndarray, *, rng: np.random.Generator, jitter: tup
     src_h, src_w = x.shape[-2], x.shape[-1]
     short = int(rng.integers(jitter[0], jitter[1] + 1))
     short = max(short, crop)
-    h, w = _scaled_size(src_h, src_w, short)
+    h, w = scaled_size(src_h, src_w, short)
     top = int(rng.integers(0, h - crop + 1))
     left = int(rng.integers(0, w - crop + 1))
-    x = _resized_window(x, top=top, left=left, crop=crop, scaled=(h, w))
+    x = resized_window(x, top=top, left=left, crop=crop, scaled=(h, w))
     if flip and rng.random() < 0.5:
         x = TF.horizontal_flip(x)
-    return _channels_first(x)
+    return channels_first(x)
 
 
 def eval_transform(frames: np.ndarray, *, short_side: int, crop: int, spatial_index: int,
@@ -99,10 +100,10 @@ def eval_transform(frames: np.ndarray, *, short_side: int, crop: int, spatial_in
     from avsf.data.sampling import spatial_offsets
 
     x = to_tensor_frames(frames)
-    h, w = _scaled_size(x.shape[-2], x.shape[-1], max(short_side, crop))
+    h, w = scaled_size(x.shape[-2], x.shape[-1], max(short_side, crop))
     top, left = spatial_offsets(height=h, width=w, crop=crop, num_views=num_spatial)[spatial_index]
-    x = _resized_window(x, top=top, left=left, crop=crop, scaled=(h, w))
-    return _channels_first(x)
+    x = resized_window(x, top=top, left=left, crop=crop, scaled=(h, w))
+    return channels_first(x)
 
 
 def pack_pathways(video: torch.Tensor, *, alpha: int) -> tuple[torch.Tensor, torch.Tensor]:

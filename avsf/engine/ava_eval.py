@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from avsf.data.datasets.ava import iou
+from avsf.data.boxes import iou
 
 Key = tuple[str, int]
 Box = tuple[float, float, float, float]

@@ -57,8 +57,8 @@ def premise(visual_epochs: list[dict[str, Any]], audio_epochs: list[dict[str, An
 
 def train_preset(preset: str, *, seed: int, out: Path, synthetic_root: str | None = None) -> Path:
     """Train (or reuse) one tiny preset as it is; returns its run dir."""
-    from avsf.config import get_preset
     from avsf.engine.train import train
+    from avsf.presets import get_preset
 
     overrides: dict[str, Any] = {"seed": seed}
     if synthetic_root:
@@ -109,9 +109,9 @@ def bench_recipe(*, out: str | Path, seeds: tuple[int, ...] = (0, 1, 2), presets
     result = summarize(run_dirs, premise_seeds=tuple(s for s in (0, 1) if s in seeds))
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     if probes:
-        from avsf.config import get_preset
-        from avsf.data.synth_probe import probe_dataset
+        from avsf.data.synthetic.probes import probe_dataset
         from avsf.data.synthetic import ensure_synthetic
+        from avsf.presets import get_preset
 
         data = get_preset(AV).data
         root = ensure_synthetic(synthetic_root or data.synthetic_root, data.synthetic_scale, data.synthetic_seed)

@@ -27,9 +27,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from avsf.config import get_preset
 from avsf.errors import UserError
 from avsf.models.network import AVSlowFast, build_model, example_inputs
+from avsf.presets import get_preset
 
 
 class _RssSampler:

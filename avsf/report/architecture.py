@@ -25,8 +25,8 @@ def reference_compute() -> pd.DataFrame:
 
 def stage_table(preset: str, *, crop: int | None = None) -> pd.DataFrame:
     """Per-stage output shapes of a preset (the paper's Table 1 layout)."""
-    from avsf.config import get_preset  # noqa: PLC0415
     from avsf.models.network import describe_stages  # noqa: PLC0415
+    from avsf.presets import get_preset  # noqa: PLC0415
 
     cfg = get_preset(preset)
     rows = describe_stages(cfg.model, crop or cfg.data.train_crop)
@@ -48,8 +48,8 @@ def counted_model(cfg):
 
 def compute_table() -> pd.DataFrame:
     """Params and GFLOPs at crops 224 and 256 of every Kinetics preset, beside the reference."""
-    from avsf.config import get_preset, list_presets  # noqa: PLC0415
     from avsf.flops import count_model  # noqa: PLC0415
+    from avsf.presets import get_preset, list_presets  # noqa: PLC0415
 
     ref = reference_compute().set_index("preset")
     rows = []

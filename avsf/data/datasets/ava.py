@@ -50,8 +50,8 @@ evaluation does the same); ``avsf check-data --dataset ava`` lists the bad lines
 
 A sample (besides "slow", "fast", "audio", ... as in docs/INTERFACES.md): ``"boxes"`` [R, 4]
 float32 (x1, y1, x2, y2 in pixels of the sample's frames), ``"label"`` [R, K] multi-hot,
-``"item_index"`` int64. :func:`detection_collate` concatenates the boxes into [R_total, 5]
-with the batch index first and adds ``"box_item"`` [R_total] (the item of each box) and
+``"item_index"`` int64. :func:`detection_collate` (the dataset's ``collate``) concatenates the
+boxes into [R_total, 5] with the batch index first and adds ``"box_item"`` [R_total] (the item of each box) and
 ``"box_slot"`` (its index among that item's boxes).
 """
 
@@ -67,6 +67,7 @@ from typing import Any
 
 import numpy as np
 
+from avsf.data.boxes import flip_boxes, iou, map_boxes
 from avsf.data.datasets.base import AVClipDataset
 from avsf.data.datasets.records import BadLine, SplitListing, VideoRecord
 from avsf.errors import UserError
@@ -268,20 +269,6 @@ def format_bad_lines(bad: list[BadLine], *, what: str) -> str:
     return f"{len(bad)} bad line(s) in {what}; fix or remove them:\n{shown}{more}"
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of boxes a [A,4] and b [B,4] (x1, y1, x2, y2; area = width x height, no +1) -> [A,B]."""
-    a, b = np.asarray(a, dtype=np.float64).reshape(-1, 4), np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    ix2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    iy2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
 # --- one split -----------------------------------------------------------------------------------
 @dataclass
 class Keyframe:
@@ -436,21 +423,21 @@ def train_boxes_transform(frames: np.ndarray, boxes: np.ndarray, *, rng: np.rand
     import torch
     from torchvision.transforms.v2 import functional as TF
 
-    from avsf.data.transforms import _channels_first, _resized_window, _scaled_size, source_window, to_tensor_frames
+    from avsf.data.transforms import channels_first, resized_window, scaled_size, source_window, to_tensor_frames
 
     x = to_tensor_frames(frames)
     src_h, src_w = x.shape[-2], x.shape[-1]
     short = max(int(rng.integers(jitter[0], jitter[1] + 1)), crop)
-    h, w = _scaled_size(src_h, src_w, short)
+    h, w = scaled_size(src_h, src_w, short)
     top = int(rng.integers(0, h - crop + 1))
     left = int(rng.integers(0, w - crop + 1))
-    x = _resized_window(x, top=top, left=left, crop=crop, scaled=(h, w))
+    x = resized_window(x, top=top, left=left, crop=crop, scaled=(h, w))
     y0, x0, win_h, win_w = source_window(src_h, src_w, top=top, left=left, crop=crop, scaled=(h, w))
     b = map_boxes(boxes, src_h=src_h, src_w=src_w, y0=y0, x0=x0, win_h=win_h, win_w=win_w, out_h=crop, out_w=crop)
     if flip and rng.random() < 0.5:
         x = TF.horizontal_flip(x)
         b = flip_boxes(b, width=crop)
-    return _channels_first(x), torch.from_numpy(b)
+    return channels_first(x), torch.from_numpy(b)
 
 
 def eval_boxes_transform(frames: np.ndarray, boxes: np.ndarray, *, short_side: int, crop: int | None):
@@ -458,38 +445,22 @@ def eval_boxes_transform(frames: np.ndarray, boxes: np.ndarray, *, short_side: i
     (`crop` None: test). Returns (uint8 [3,N,H,W], float32 [R,4] pixels)."""
     import torch
 
-    from avsf.data.transforms import _channels_first, _resized_window, _scaled_size, source_window, to_tensor_frames
+    from avsf.data.transforms import channels_first, resized_window, scaled_size, source_window, to_tensor_frames
     from torchvision.transforms.v2 import functional as TF
 
     x = to_tensor_frames(frames)
     src_h, src_w = x.shape[-2], x.shape[-1]
     if crop is None:
-        h, w = _scaled_size(src_h, src_w, short_side)
+        h, w = scaled_size(src_h, src_w, short_side)
         x = TF.resize(x, [h, w], antialias=True)
         b = map_boxes(boxes, src_h=src_h, src_w=src_w, y0=0, x0=0, win_h=src_h, win_w=src_w, out_h=h, out_w=w)
     else:
-        h, w = _scaled_size(src_h, src_w, max(short_side, crop))
+        h, w = scaled_size(src_h, src_w, max(short_side, crop))
         top, left = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
-        x = _resized_window(x, top=top, left=left, crop=crop, scaled=(h, w))
+        x = resized_window(x, top=top, left=left, crop=crop, scaled=(h, w))
         y0, x0, win_h, win_w = source_window(src_h, src_w, top=top, left=left, crop=crop, scaled=(h, w))
         b = map_boxes(boxes, src_h=src_h, src_w=src_w, y0=y0, x0=x0, win_h=win_h, win_w=win_w, out_h=crop, out_w=crop)
-    return _channels_first(x), torch.from_numpy(b)
-
-
-def map_boxes(boxes: np.ndarray, *, src_h: int, src_w: int, y0: int, x0: int, win_h: int, win_w: int,
-              out_h: int, out_w: int) -> np.ndarray:
-    """Normalised boxes [R,4] of a src_h x src_w frame -> pixels of the output that shows the
-    source window (y0, x0, win_h, win_w) resized to out_h x out_w, clipped to the output."""
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * [src_w, src_h, src_w, src_h]
-    b = (b - [x0, y0, x0, y0]) * [out_w / win_w, out_h / win_h, out_w / win_w, out_h / win_h]
-    return np.clip(b, 0, [out_w, out_h, out_w, out_h]).astype(np.float32)
-
-
-def flip_boxes(boxes: np.ndarray, *, width: int) -> np.ndarray:
-    """Boxes of a horizontally flipped image of `width` pixels."""
-    b = np.asarray(boxes, dtype=np.float32).copy()
-    b[:, [0, 2]] = width - b[:, [2, 0]]
-    return b
+    return channels_first(x), torch.from_numpy(b)
 
 
 def detection_collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -538,6 +509,8 @@ class AVADataset(AVClipDataset):
 
     ``len`` = keyframes with at least one box; ``groundtruth``, ``excluded`` and
     ``keyframes`` feed the evaluator (:mod:`avsf.engine.ava_eval`)."""
+
+    collate = staticmethod(detection_collate)  # a variable number of boxes per clip (the loader asks for it)
 
     def __init__(self, s: AVASplit, *, cfg, split: str):
         used = sorted({kf.video for kf in s.keyframes})

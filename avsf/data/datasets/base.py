@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch.utils.data import default_collate
 
 from avsf.data import sampling
 from avsf.data.audio import clip_logmel
@@ -39,7 +40,12 @@ MAX_ATTEMPTS = 10  # replacements tried before a sample gives up (a bug, not a b
 
 
 class AVClipDataset(torch.utils.data.Dataset):
-    """Clips of the videos in `listing`, sampled and transformed as `cfg` says."""
+    """Clips of the videos in `listing`, sampled and transformed as `cfg` says.
+
+    ``collate`` batches its samples (the loader calls the dataset's own): torch's default stack
+    here; a format with samples of varying size (AVA's boxes) overrides it."""
+
+    collate = staticmethod(default_collate)
 
     def __init__(self, listing: SplitListing, *, cfg, split: str, dataset_name: str, probe: bool = True):
         if split not in ("train", "val", "test"):
@@ -71,7 +77,7 @@ class AVClipDataset(torch.utils.data.Dataset):
 
     # --- which videos are usable ---------------------------------------------------------
     def _select(self, records: list[VideoRecord], *, probe: bool) -> tuple[list[VideoRecord], list[float], list[bool], dict]:
-        from avsf.data.check import header_probe_cached
+        from avsf.data.probe import header_probe_cached
 
         listed = len(records)
         media = sorted({r.path for r in records if not r.frames} | {r.audio_path for r in records if r.frames and r.audio_path})
