@@ -207,3 +207,30 @@ def test_ava_detectors_start_from_their_kinetics_rows_and_the_backbones_match(sc
         with torch.device("meta"):
             a, b = backbone_state(build_model(kin.model).state_dict()), backbone_state(build_model(det.model).state_dict())
         assert {k: tuple(v.shape) for k, v in a.items()} == {k: tuple(v.shape) for k, v in b.items()}, row.key
+
+
+def test_a_missing_view_a_config_names_is_built_when_the_dataset_resolves(smoke_root, tmp_path):
+    # what every door (sweep, notebook, `avsf train`) goes through: no prepare_data first
+    from avsf.data.datasets import build_dataset, dataset_root
+
+    synth = tmp_path / "synthetic"
+    synth.mkdir()
+    (synth / "smoke-seed0").symlink_to(smoke_root)  # the built-in data exists; its view does not
+    view = V.synthetic_view_dir(kind="epic", synthetic_root=synth, scale="smoke-seed0")
+    cfg = get_preset("avslowfast_tiny").with_overrides(
+        {"data.dataset": "epic", "data.root": str(view), "data.synthetic_root": str(synth),
+         "data.synthetic_version": GENERATOR_VERSION, "model.head": "epic"})
+    assert not view.exists()
+    assert dataset_root(cfg) == view and (view / "EPIC_train_action_labels.csv").is_file()
+    stamp = (view / "view.json").stat().st_mtime_ns
+    ds = build_dataset(cfg, "val")
+    assert ds.num_videos == sum(1 for c in json.loads((smoke_root / "manifest.json").read_text())["clips"]
+                                if c["split"] == "test")  # the view's val lists the built-in test split
+    assert (view / "view.json").stat().st_mtime_ns == stamp  # complete: not written again
+    assert sorted(p.name for p in synth.iterdir()) == ["smoke-seed0", "views"]  # no temp folder left
+    # a user's folder is never taken for a view, and a view of another generator version is refused
+    other = cfg.with_overrides({"data.root": str(tmp_path / "mine")})
+    with pytest.raises(UserError, match="does not exist"):
+        dataset_root(other)
+    with pytest.raises(UserError, match="version"):
+        dataset_root(cfg.with_overrides({"data.synthetic_version": GENERATOR_VERSION + 1}))

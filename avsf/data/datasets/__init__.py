@@ -36,9 +36,17 @@ SPLITS = ("train", "val", "test")
 
 
 def dataset_root(cfg) -> Path:
-    """The folder the dataset lives in: `data.root`, or the built-in synthetic dataset."""
+    """The folder the dataset lives in: `data.root`, or the built-in synthetic dataset; a
+    derived view of the built-in data that `data.root` names is generated on first use."""
     d = cfg.data
     if d.root:
+        from avsf.data.synthetic import GENERATOR_VERSION
+        from avsf.data.synthetic.views import ensure_synthetic_view, view_kind
+
+        if kind := view_kind(d):  # EPIC / Charades / UCF101 / HMDB51 / pretraining view of the built-in data
+            check_synthetic_version(cfg, GENERATOR_VERSION)
+            return ensure_synthetic_view(kind=kind, synthetic_root=d.synthetic_root, scale=d.synthetic_scale,
+                                         seed=d.synthetic_seed)
         root = Path(d.root).expanduser()
         if not root.is_dir():
             raise UserError(f"dataset root {root} does not exist or is not a folder; set data.root to the "

@@ -9,7 +9,8 @@ first use, under a file lock, atomically, beside the data it comes from::
 Nothing in a view is real EPIC, Charades, UCF101 or HMDB51 data: each class name
 "<noun> <verb>" gives a clip's verb and noun (:func:`synthetic_vocabulary`), so the numbers say
 the pipeline works, not what audio does for those datasets. :func:`prepare_views` builds the
-views (and the synthetic AVA data) that a list of run configs reads.
+views (and the synthetic AVA data) that a list of run configs reads; the dataset resolution
+(:func:`avsf.data.datasets.dataset_root`) builds a missing view a run's config names.
 """
 
 from __future__ import annotations
@@ -20,14 +21,12 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from filelock import FileLock
-
-from avsf.data.synthetic.dataset import ensure_synthetic
+from avsf.data.synthetic.dataset import ensure_synthetic, generate_once, swap_in
 from avsf.data.synthetic.detection import ensure_synthetic_ava
 from avsf.errors import UserError
 
 if TYPE_CHECKING:
-    from avsf.config import RunConfig
+    from avsf.config import DataConfig, RunConfig
 
 def synthetic_view_dir(*, kind: str, synthetic_root: str | Path, scale: str) -> Path:
     """Where the synthetic ``kind`` ("epic" or "charades") view of the built-in dataset lives
@@ -56,18 +55,22 @@ def synthetic_vocabulary(class_names: list[str]) -> tuple[list[str], list[str], 
 
 
 def ensure_synthetic_view(*, kind: str, synthetic_root: str | Path, scale: str, seed: int = 0) -> Path:
-    """A derived, synthetic view of the built-in dataset in the EPIC or Charades format,
-    built on first use (under a file lock, atomically) and returned.
+    """A derived view of the built-in dataset (``root/<scale>-seed<seed>``, generated first if
+    missing), built on first use and returned: as the built-in data, under a file lock
+    (:func:`~avsf.data.synthetic.dataset.generate_once`) and atomically (written to a temp
+    folder, then :func:`~avsf.data.synthetic.dataset.swap_in`).
 
-    Both views reuse the built-in clips and name each class's noun and verb
-    (:func:`synthetic_vocabulary`); nothing about them is real EPIC or Charades data:
+    Every view reuses the built-in clips; nothing about them is real data of the format:
 
     - ``epic``: ``EPIC_{train,val}_action_labels.csv`` with one segment per clip (the whole
-      clip), verb_class and noun_class from the class name; videos are links to the clips.
-      The reader's val file (the synthetic test split) serves val and test.
+      clip), verb_class and noun_class from the class name (:func:`synthetic_vocabulary`);
+      videos are links to the clips. The reader's val file (the synthetic test split) serves
+      val and test.
     - ``charades``: PySlowFast frame lists (``train.csv``, ``val.csv``) of frames extracted at
       24 fps, each video multi-labelled with its verb and its noun (two of 10-11 + 10 labels);
       ``videos/<id>.mp4`` links give the sound.
+    - ``ucf101``, ``hmdb51``: the official split-file formats on a few clips per class;
+      ``ssl_pretrain``: a Kinetics-format subset for smoke pretraining (see their writers).
     """
     if kind not in VIEW_WRITERS:
         raise UserError(f"no synthetic view of kind {kind!r}; choose one of {', '.join(VIEW_WRITERS)}")
@@ -75,22 +78,30 @@ def ensure_synthetic_view(*, kind: str, synthetic_root: str | Path, scale: str, 
     out = synthetic_view_dir(kind=kind, synthetic_root=synthetic_root, scale=f"{scale}-seed{seed}")
     stamp = {"kind": kind, "view_version": VIEW_VERSION, "source": str(source),
              "source_manifest_mtime": (source / "manifest.json").stat().st_mtime}
-    if _view_complete(out, stamp):
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(out.parent / f".{out.name}.lock")):
-        if not _view_complete(out, stamp):
-            tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-            tmp.mkdir()
-            try:
-                VIEW_WRITERS[kind](source, tmp)
-                (tmp / "view.json").write_text(json.dumps(stamp, indent=1))
-                if out.exists():
-                    shutil.rmtree(out)
-                tmp.rename(out)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-    return out
+
+    def write(out: Path) -> None:
+        tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            VIEW_WRITERS[kind](source, tmp)
+            (tmp / "view.json").write_text(json.dumps(stamp, indent=1))  # last: marks the view complete
+            swap_in(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    return generate_once(out, complete=lambda out: _view_complete(out, stamp), generate=write)
+
+
+def view_kind(data: DataConfig) -> str | None:
+    """The kind of derived view that ``data`` (a run's data config) reads, or None when its
+    ``root`` is not the view of its built-in data (``synthetic_root``, scale and seed)."""
+    if not data.root or data.dataset not in ("epic", "charades", "ucf101", "hmdb51", "kinetics"):
+        return None
+    kind = "ssl_pretrain" if data.dataset == "kinetics" else data.dataset
+    scale = f"{data.synthetic_scale}-seed{data.synthetic_seed}"
+    if Path(data.root).expanduser() != synthetic_view_dir(kind=kind, synthetic_root=data.synthetic_root, scale=scale):
+        return None
+    return kind
 
 
 def _view_complete(out: Path, stamp: dict) -> bool:
@@ -252,17 +263,13 @@ VIEW_WRITERS = {"epic": _write_epic_view, "charades": _write_charades_view,
 
 
 def prepare_views(configs: list[RunConfig]) -> None:
-    """Build the views and the synthetic AVA data that ``configs`` read (before any run starts, so
-    parallel runs never race to build them); configs on user data need nothing."""
+    """Build the views and the synthetic AVA data that ``configs`` read, before any run starts
+    (the dataset resolution would build them on first use too; this does it once, up front);
+    configs on user data need nothing."""
     for cfg in configs:
         d = cfg.data
         if d.dataset == "ava" and not d.root:
             ensure_synthetic_ava(d.synthetic_root, d.synthetic_scale, d.synthetic_seed)
-            continue
-        if d.dataset not in ("epic", "charades", "ucf101", "hmdb51", "kinetics"):
-            continue
-        scale = f"{d.synthetic_scale}-seed{d.synthetic_seed}"
-        kind = "ssl_pretrain" if d.dataset == "kinetics" else d.dataset
-        if Path(d.root) == synthetic_view_dir(kind=kind, synthetic_root=d.synthetic_root, scale=scale):
+        elif kind := view_kind(d):
             ensure_synthetic_view(kind=kind, synthetic_root=d.synthetic_root, scale=d.synthetic_scale,
                                   seed=d.synthetic_seed)
