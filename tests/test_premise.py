@@ -1,7 +1,11 @@
 """Fig. 3's premise on the built-in data, with the tiny presets exactly as they are: the
 audio-only model fits and overfits faster than the visual one. Per seed (0 and 1): its train -
 val top-1 gap at the last epoch exceeds SlowFast's, and its val top-1 peaks before the last
-epoch. The same check is part of `avsf bench recipe` (avsf.engine.recipe_check)."""
+epoch. The same check is part of `avsf bench recipe` (avsf.engine.recipe_check).
+
+The second half does not hold under the current recipe (docs/SMOKE_RECIPE.md: the audio-only
+val top-1 still rises at its last epoch); it is a strict xfail, so it fails loudly the day it
+starts to hold and the marker must go."""
 
 import pytest
 
@@ -9,12 +13,28 @@ from avsf.engine.recipe_check import AUDIO, VISUAL, premise, read_epochs, train_
 
 from conftest import test_data_dir
 
+_RUNS: dict[int, dict] = {}
+
+
+def _premise(seed: int, smoke_root, tmp_path_factory) -> dict:
+    if seed not in _RUNS:  # both tests of a seed share its two runs
+        out = tmp_path_factory.mktemp(f"premise-seed{seed}")
+        runs = {p: train_preset(p, seed=seed, out=out, synthetic_root=str(test_data_dir())) for p in (VISUAL, AUDIO)}
+        _RUNS[seed] = premise(read_epochs(runs[VISUAL]), read_epochs(runs[AUDIO]))
+        print(seed, _RUNS[seed])
+    return _RUNS[seed]
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
-def test_audio_overfits_more_and_earlier_than_vision(seed, smoke_root, tmp_path):
-    runs = {p: train_preset(p, seed=seed, out=tmp_path, synthetic_root=str(test_data_dir())) for p in (VISUAL, AUDIO)}
-    result = premise(read_epochs(runs[VISUAL]), read_epochs(runs[AUDIO]))
-    print(result)
+def test_audio_overfits_more_than_vision(seed, smoke_root, tmp_path_factory):
+    result = _premise(seed, smoke_root, tmp_path_factory)
     assert result["gap_holds"], result
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 12: under recipe D the audio-only val top-1 still rises at its last epoch")
+@pytest.mark.parametrize("seed", [0, 1])
+def test_audio_val_peaks_before_its_last_epoch(seed, smoke_root, tmp_path_factory):
+    result = _premise(seed, smoke_root, tmp_path_factory)
     assert result["peak_holds"], result
