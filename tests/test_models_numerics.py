@@ -24,9 +24,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from avsf.config import ModelConfig, get_preset, list_presets
+from avsf.config import ModelConfig
 from avsf.models import build_model, example_inputs
 from avsf.models.network import AVSlowFast
+from avsf.presets import get_preset, list_presets
 
 STORED = Path(__file__).parent / "data" / "models_numerics.json"
 
