@@ -2,13 +2,6 @@
 time-frequency factorised blocks for the Audio pathway, and the non-local block.
 
 Video tensors are [N, C, T, H, W]; audio tensors are [N, C, T, F] (time x mel frequency).
-
-Memory format: activations and conv weights are channels-last (``channels_last_3d`` for video,
-``channels_last`` for audio; :func:`channels_last`), the layout oneDNN's and cuDNN's
-convolutions work in. In the default layout every convolution converts its input and output
-(and, in backward, its gradients) on the fly, and a tensor whose channel count is 1 (the
-log-mel input) is ambiguous, so the audio pathway fell back to the default layout and mixed
-the two; a layout never changes a value, only the summation order of kernels (fp32 rounding).
 """
 
 from __future__ import annotations
@@ -17,49 +10,6 @@ import math
 
 import torch
 from torch import nn
-
-
-def channels_last(x: torch.Tensor) -> torch.Tensor:
-    """`x` in the channels-last layout of its rank (5-D: channels_last_3d, 4-D: channels_last);
-    other ranks, and tensors already in that layout, are returned as they are."""
-    if x.dim() == 5:
-        return x.contiguous(memory_format=torch.channels_last_3d)
-    if x.dim() == 4:
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
-def is_channels_last(x: torch.Tensor) -> bool:
-    """True when `x` is in its rank's channels-last layout and not also in the default one."""
-    fmt = {5: torch.channels_last_3d, 4: torch.channels_last}.get(x.dim())
-    return fmt is not None and not x.is_contiguous() and x.is_contiguous(memory_format=fmt)
-
-
-def cat_channels(xs: list[torch.Tensor]) -> torch.Tensor:
-    """``torch.cat(xs, dim=1)`` whose backward hands each input a gradient in its own layout
-    (autograd's are channel slices of the output's gradient, strided views that every layer
-    below then reads element by element or copies)."""
-    return _CatChannels.apply(*xs)
-
-
-class _CatChannels(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, *xs: torch.Tensor) -> torch.Tensor:
-        ctx.sizes = [x.shape[1] for x in xs]
-        return torch.cat(xs, dim=1)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(channels_last(g) for g in grad.split(ctx.sizes, dim=1))
-
-
-def convs_to_channels_last(module: nn.Module) -> nn.Module:
-    """Every 2-D and 3-D conv weight of `module` in place to channels-last (same values, names
-    and shapes, so state dicts load either way)."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Conv3d)):
-            m.weight.data = channels_last(m.weight.data)
-    return module
 
 
 def bn3d(channels: int, *, zero_init: bool = False) -> nn.BatchNorm3d:
@@ -236,7 +186,7 @@ class TimeFreqBlock(nn.Module):
         y = x if self.reduce is None else self.reduce(x)
         t, f = self.time(y), self.freq(y)
         if self.variant == "concat":
-            merged = cat_channels([self.relu(t), self.relu(f)])
+            merged = torch.cat([self.relu(t), self.relu(f)], dim=1)
         else:
             merged = self.relu(t + f)
         return self.relu(self.out(merged) + identity)
@@ -296,5 +246,4 @@ class AudioStem(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # the 1-channel input gives the convs no layout to follow: set the pathway's here
-        return self.relu(self.bn(channels_last(self.time(x) + self.freq(x))))
+        return self.relu(self.bn(self.time(x) + self.freq(x)))
