@@ -56,6 +56,13 @@ def test_every_config_task_has_one_engine_task():
                                ("avslowfast_pretrain_tiny", PretrainTask, "val")):
         task = task_for(_cfg(preset))
         assert type(task) is cls and task.final_split == split
+    import dataclasses
+
+    from avsf.errors import UserError
+
+    cfg = _cfg("avslowfast_tiny")
+    with pytest.raises(UserError, match="model.task='segment' has no engine task; choose one of classify"):
+        task_for(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, task="segment")))
 
 
 def test_trainer_and_evaluator_name_no_task():

@@ -10,7 +10,6 @@ depends on the task. The interface and the shared evaluation loop are in :mod:`.
 
 from __future__ import annotations
 
-from avsf.config import TASKS as CONFIG_TASKS
 from avsf.config import RunConfig
 from avsf.engine.tasks.base import StepLoss, Task, evaluation_batches, gather_rows
 from avsf.engine.tasks.classify import ClassificationTask
@@ -18,16 +17,16 @@ from avsf.engine.tasks.detect import DetectionTask
 from avsf.engine.tasks.pretrain import PretrainTask
 from avsf.errors import UserError
 
+# the same names as avsf.config.TASKS (tests/test_tasks.py checks it)
 TASKS: dict[str, type[Task]] = {t.name: t for t in (ClassificationTask, DetectionTask, PretrainTask)}
-assert set(TASKS) == set(CONFIG_TASKS), "avsf.config.TASKS and the engine's tasks must name the same tasks"
 
 
 def task_for(cfg: RunConfig) -> Task:
     """The task of a run (``cfg.model.task``)."""
-    try:
-        return TASKS[cfg.model.task](cfg)
-    except KeyError:
-        raise UserError(f"model.task={cfg.model.task!r} has no engine task; choose one of {', '.join(TASKS)}") from None
+    cls = TASKS.get(cfg.model.task)
+    if cls is None:
+        raise UserError(f"model.task={cfg.model.task!r} has no engine task; choose one of {', '.join(TASKS)}")
+    return cls(cfg)
 
 
 __all__ = ["TASKS", "ClassificationTask", "DetectionTask", "PretrainTask", "StepLoss", "Task", "evaluation_batches",
