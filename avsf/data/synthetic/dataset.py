@@ -53,7 +53,7 @@ from avsf.data.synthetic import sounds
 from avsf.data.synthetic import visuals
 from avsf.errors import UserError
 
-GENERATOR_VERSION = 6  # bump whenever the generated content changes: cached copies regenerate
+GENERATOR_VERSION = 7  # bump whenever the generated content changes: cached copies regenerate (7: x264 without MB-tree)
 SPLITS = ("train", "val", "test")
 
 
@@ -238,20 +238,13 @@ def render_clip(*, spec: ScaleSpec, seed: int, split: str, label: int, index: in
     return frames, (audio if has_audio else None), meta
 
 
-# one x264 thread: clips are tiny and worker processes share them out anyway, and the threaded
-# encoder now and then gives other bytes for the same frames (seen ~1 in 200 encodes of a 48x48
-# clip after 64x64 ones in one process; never in 1,600 single-threaded ones, whose bytes equal
-# the threaded encoder's usual output)
-_ENCODER_OPTIONS = {"threads": "1"}
-
-
 def write_clip(out_dir: str | os.PathLike, *, spec: ScaleSpec, seed: int, split: str, label: int, index: int) -> dict:
     """Render one clip and write it under ``out_dir``; returns its metadata."""
     from avsf.data.synthetic.media import write_media
 
     frames, audio, meta = render_clip(spec=spec, seed=seed, split=split, label=label, index=index)
     write_media(Path(out_dir) / meta["path"], frames=frames, fps=spec.fps, audio=audio,
-                sample_rate=spec.sample_rate, options=_ENCODER_OPTIONS | {"crf": str(spec.crf)})
+                sample_rate=spec.sample_rate, options={"crf": str(spec.crf)})
     return meta
 
 
