@@ -40,15 +40,16 @@ import json
 import os
 import re
 import shutil
-import time
-import uuid
 import subprocess
 import sys
+import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from avsf.data.synthetic import checksums
 from avsf.data.synthetic import sounds
 from avsf.data.synthetic import visuals
 from avsf.errors import UserError
@@ -341,11 +342,17 @@ def _replaceable(path: Path) -> bool:
 
 
 def generate_dataset(out: str | os.PathLike, *, spec: ScaleSpec, seed: int, workers: int | None = None,
-                     overwrite: bool = False) -> Path:
+                     overwrite: bool = False, verify: bool = True) -> Path:
     """Write the dataset to ``out`` atomically (a temp folder renamed at the end) and return it.
 
     ``workers`` processes render clips in parallel (default: up to 2); the content does not
     depend on it. An existing ``out`` is replaced only with ``overwrite=True``.
+
+    With ``verify`` (the default) the files are compared with the checksums shipped for this
+    (generator version, scale, seed) (:mod:`avsf.data.synthetic.checksums`) before the folder
+    is put in place: on a mismatch the dataset is generated once more, and a second mismatch is
+    a UserError naming the files. Scales and seeds without shipped checksums are not checked.
+    ``manifest.json`` records the dataset's digest and the outcome (``checksums``).
     """
     out = Path(out)
     if out.exists() and not overwrite:
@@ -354,27 +361,41 @@ def generate_dataset(out: str | os.PathLike, *, spec: ScaleSpec, seed: int, work
         raise UserError(f"refusing to replace {out}: it is neither empty nor a synthetic dataset folder "
                         f"(no manifest.json of this generator); pick another folder")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     start = time.time()
-    jobs = _jobs(spec)
-    workers = max(1, min(workers or min(2, os.cpu_count() or 1), len(jobs)))
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    clips: list[dict] = []
+
+    def make() -> Path:
+        clips[:] = _write_all(tmp, spec=spec, seed=seed, workers=workers)
+        return tmp
+
     try:
-        tmp.mkdir()
-        clips = _run_jobs(tmp, spec=spec, seed=seed, jobs=jobs, workers=workers)
-        order = {(s, c, i): k for k, (s, c, i) in enumerate(jobs)}
-        clips.sort(key=lambda m: order[(m["split"], m["label"], int(Path(m["path"]).stem.split("_")[-1]))])
-        for split in SPLITS:
-            lines = [f"{m['path']} {m['label']}\n" for m in clips if m["split"] == split]
-            (tmp / f"{split}.csv").write_text("".join(lines))
-        (tmp / "classnames.json").write_text(json.dumps({c.name: i for i, c in enumerate(CLASSES)}, indent=1))
+        _, result = checksums.generate_verified(make, key=f"{spec.name}-seed{seed}", generator_version=GENERATOR_VERSION,
+                                                spec=asdict(spec), verify=verify)
         # the manifest is written last: a folder with a manifest is a complete dataset
         manifest = _manifest(spec=spec, seed=seed, clips=clips, seconds=time.time() - start)
+        manifest["checksums"] = checksums.manifest_entry(result, verify=verify)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         swap_in(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _write_all(tmp: Path, *, spec: ScaleSpec, seed: int, workers: int | None) -> list[dict]:
+    """Every clip, the csv files and classnames.json into the new folder ``tmp``; the clips' metadata in order."""
+    jobs = _jobs(spec)
+    workers = max(1, min(workers or min(2, os.cpu_count() or 1), len(jobs)))
+    tmp.mkdir()
+    clips = _run_jobs(tmp, spec=spec, seed=seed, jobs=jobs, workers=workers)
+    order = {(s, c, i): k for k, (s, c, i) in enumerate(jobs)}
+    clips.sort(key=lambda m: order[(m["split"], m["label"], int(Path(m["path"]).stem.split("_")[-1]))])
+    for split in SPLITS:
+        lines = [f"{m['path']} {m['label']}\n" for m in clips if m["split"] == split]
+        (tmp / f"{split}.csv").write_text("".join(lines))
+    (tmp / "classnames.json").write_text(json.dumps({c.name: i for i, c in enumerate(CLASSES)}, indent=1))
+    return clips
 
 
 def swap_in(tmp: Path, out: Path) -> None:
