@@ -121,10 +121,16 @@ def test_cli_verifies_a_folder_and_writes_checksums(tmp_path, monkeypatch, capsy
 
 
 def test_the_default_seed_of_smoke_ships_checksums():
-    entry = checksums.load_reference()["datasets"]["smoke-seed0"]
+    from avsf.data.synthetic import detection
+
+    datasets = checksums.load_reference()["datasets"]
+    entry = datasets["smoke-seed0"]
     assert entry["generator_version"] == GENERATOR_VERSION and entry["spec"] == asdict(SCALES["smoke"])
     expected = sum(SCALES["smoke"].clips_per_class.values()) * 20 + 4  # the clips, 3 csv files, classnames.json
     assert len(entry["files"]) == expected and entry["digest"] == checksums.digest(entry["files"])
+    ava = datasets["ava-smoke-seed0"]
+    assert ava["generator_version"] == detection.GENERATOR_VERSION and ava["spec"] == asdict(detection.SCALES["smoke"])
+    assert sum(p.startswith("videos/") for p in ava["files"]) == sum(detection.SCALES["smoke"].videos.values())
 
 
 # --- three generations, byte for byte ---------------------------------------------------------

@@ -103,14 +103,15 @@ def _verify(out, *, kind: str, scale: str, seed: int) -> int:
 def _write_checksums(out, *, kind: str, scale: str, seed: int, workers: int | None, force: bool) -> int:
     from dataclasses import asdict
 
-    from avsf.data.synthetic import checksums
-    from avsf.data.synthetic.dataset import _replaceable
+    from avsf.data.synthetic import checksums, read_manifest
     from avsf.errors import UserError
 
     module, spec = _kind(kind, scale)
-    if out.exists() and any(out.iterdir()) and not (force and _replaceable(out)):
-        raise UserError(f"{out} is not empty; --write-checksums generates a fresh dataset: pick a new folder, or "
-                        f"pass --force to replace an earlier synthetic dataset there")
+    if out.exists() and any(out.iterdir()):
+        earlier = read_manifest(out) or {}
+        if not force or ("generator_version" not in earlier):
+            raise UserError(f"{out} is not empty; --write-checksums generates a fresh dataset: pick a new folder, or "
+                            f"pass --force to replace an earlier synthetic dataset there")
     if kind == "ava":
         module.generate(out, spec=spec, seed=seed, verify=False)
     else:

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from avsf.config import ConfigError, RunConfig
+from avsf.fingerprint import environment_fingerprint
 from avsf.engine import distributed as ddp
 from avsf.engine import metrics as M
 from avsf.engine import runtime
@@ -162,7 +163,7 @@ def compute_cost(cfg: RunConfig) -> dict[str, Any]:
 def write_final(run_dir: Path, cfg: RunConfig, test_metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
     final = {"name": cfg.name, "seed": cfg.seed, "config_hash": cfg.config_hash(), "split": "test",
              "num_temporal_views": cfg.data.num_temporal_views, "num_spatial_views": cfg.data.num_spatial_views,
-             **compute_cost(cfg), **test_metrics, **extra}
+             **compute_cost(cfg), **test_metrics, **extra, "environment": environment_fingerprint()}
     atomic_write_json(Path(run_dir) / "final.json", final)
     return final
 

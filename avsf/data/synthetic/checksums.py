@@ -14,7 +14,8 @@ whole dataset (what a results table records). ``environment`` is the versions th
 depend on (PyAV with its FFmpeg and x264, numpy, eSpeak NG's wheel): all pinned in
 pyproject.toml. A reference only applies to the same generator version, spec and environment;
 elsewhere the data cannot be checked against it (a warning, not an error: other encoder
-builds give other, equally valid bytes).
+builds give other, equally valid bytes). ``made_on`` (CPU model and flags) is for the reader:
+the bytes are expected not to depend on the CPU, which is checked only by running elsewhere.
 
 Maintainers rewrite an entry with ``avsf synth --out DIR --scale S --seed N --write-checksums``
 after a change that bumps ``GENERATOR_VERSION``.
@@ -128,10 +129,16 @@ def record(root: str | os.PathLike, *, key: str, generator_version: int, spec: d
     ref = load_reference(path)
     ref["note"] = ("per-file sha256 of the built-in datasets for their default seeds, written by "
                    "`avsf synth --write-checksums`; see avsf/data/synthetic/checksums.py")
+    from avsf.fingerprint import cpu_flags, cpu_model  # noqa: PLC0415
+
     ref["datasets"][key] = {"generator_version": generator_version, "spec": spec, "environment": environment(),
+                            "made_on": {"cpu": cpu_model(), "cpu_flags": cpu_flags()},
                             "digest": digest(sums), "files": sums}
     ref["datasets"] = dict(sorted(ref["datasets"].items()))
-    Path(path or REFERENCE).write_text(json.dumps(ref, indent=0) + "\n")
+    target = Path(path or REFERENCE)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(ref, indent=0) + "\n")
+    os.replace(tmp, target)  # readers see the old file or the new one
     return ref["datasets"][key]
 
 
@@ -156,11 +163,14 @@ def generate_verified(make: Callable[[], Path], *, key: str, generator_version: 
         if attempt == 1:
             warnings.warn(f"the generated {key} dataset: {result.summary()}; generating it once more", stacklevel=3)
     scale, _, seed = key.removeprefix("ava-").rpartition("-seed")
+    kind = " --kind ava" if key.startswith("ava-") else ""
+    made_on = load_reference()["datasets"][key].get("made_on", {})
     raise UserError(f"the {key} dataset came out different from the bytes shipped with avsf twice (generator "
                     f"version {generator_version}): {result.summary()}. The generator is meant to be "
-                    f"deterministic: please report this message. If you changed the generator on purpose, bump "
-                    f"its GENERATOR_VERSION and rewrite the checksums: avsf synth --out DIR --scale {scale} "
-                    f"--seed {seed} --write-checksums")
+                    f"deterministic: please report this message (the shipped bytes were made on {made_on}; "
+                    f"another CPU may round numpy's vectorised maths otherwise). If you changed the generator "
+                    f"on purpose, bump its GENERATOR_VERSION and rewrite the checksums: avsf synth{kind} --out DIR "
+                    f"--scale {scale} --seed {seed} --write-checksums")
 
 
 def manifest_entry(result: Check, *, verify: bool) -> dict:
