@@ -6,7 +6,8 @@ atomically) and returns its folder::
 
     DIR/train.csv, val.csv, test.csv   "relative/path.mp4 label" per line (space separated)
     DIR/classnames.json                {"class name": index}
-    DIR/manifest.json                  scale, seed, generator version, class design, knobs, clips
+    DIR/manifest.json                  scale, seed, generator version, class design, knobs, clips,
+                                       the digest of the files and its check (see checksums.py)
     DIR/{train,val,test}/<class>/<clip>.mp4
 
 The design reproduces in miniature what the paper studies (see :data:`CLASSES`):
