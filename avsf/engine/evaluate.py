@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from avsf.config import ConfigError, RunConfig
+from avsf.fingerprint import environment_fingerprint
 from avsf.engine import distributed as ddp
 from avsf.engine import runtime
 from avsf.engine.checkpoint import load_latest
@@ -55,7 +56,7 @@ def write_final(run_dir: Path, cfg: RunConfig, metrics: dict[str, Any], *, split
     (the task's :meth:`~avsf.engine.tasks.Task.final_fields`, step, times, ...)."""
     final = {"name": cfg.name, "seed": cfg.seed, "config_hash": cfg.config_hash(), "split": split,
              "num_temporal_views": cfg.data.num_temporal_views, "num_spatial_views": cfg.data.num_spatial_views,
-             **compute_cost(cfg), **metrics, **extra}
+             **compute_cost(cfg), **metrics, **extra, "environment": environment_fingerprint()}
     atomic_write_json(Path(run_dir) / "final.json", final)
     return final
 
