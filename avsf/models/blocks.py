@@ -2,6 +2,13 @@
 time-frequency factorised blocks for the Audio pathway, and the non-local block.
 
 Video tensors are [N, C, T, H, W]; audio tensors are [N, C, T, F] (time x mel frequency).
+
+Memory format: activations and conv weights are channels-last (``channels_last_3d`` for video,
+``channels_last`` for audio; :func:`channels_last`), the layout oneDNN's and cuDNN's
+convolutions work in. In the default layout every convolution converts its input and output
+(and, in backward, its gradients) on the fly, and a tensor whose channel count is 1 (the
+log-mel input) is ambiguous, so the audio pathway fell back to the default layout and mixed
+the two; a layout never changes a value, only the summation order of kernels (fp32 rounding).
 """
 
 from __future__ import annotations
@@ -10,6 +17,25 @@ import math
 
 import torch
 from torch import nn
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """`x` in the channels-last layout of its rank (5-D: channels_last_3d, 4-D: channels_last);
+    other ranks, and tensors already in that layout, are returned as they are."""
+    if x.dim() == 5:
+        return x.contiguous(memory_format=torch.channels_last_3d)
+    if x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def convs_to_channels_last(module: nn.Module) -> nn.Module:
+    """Every 2-D and 3-D conv weight of `module` in place to channels-last (same values, names
+    and shapes, so state dicts load either way)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+            m.weight.data = channels_last(m.weight.data)
+    return module
 
 
 def bn3d(channels: int, *, zero_init: bool = False) -> nn.BatchNorm3d:
@@ -246,4 +272,5 @@ class AudioStem(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.bn(self.time(x) + self.freq(x)))
+        # the 1-channel input gives the convs no layout to follow: set the pathway's here
+        return self.relu(self.bn(channels_last(self.time(x) + self.freq(x))))

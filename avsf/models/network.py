@@ -54,7 +54,8 @@ from torch import nn
 from avsf.config import DEPTHS, ConfigError, ModelConfig
 from avsf.errors import UserError
 from avsf.models.avs import AVSProjection, margin_contrastive_loss, pair_weights
-from avsf.models.blocks import AudioResStage, AudioStem, VisualResStage, VisualStem
+from avsf.models.blocks import (AudioResStage, AudioStem, VisualResStage, VisualStem, channels_last,
+                                convs_to_channels_last)
 from avsf.models.fusion import AudioLateral, AudioVisualNonLocal, FastToSlow
 from avsf.models.heads import ClassifierHead, DetectionHead, EpicHead
 
@@ -216,6 +217,7 @@ class AVSlowFast(nn.Module):
         else:
             self.head = ClassifierHead(dim_in=head_dim, num_classes=cfg.num_classes, dropout=cfg.dropout)
         self._init_weights()
+        convs_to_channels_last(self)  # the activations' layout too (forward); see avsf.models.blocks
 
     def _build_audio_visual(self, cfg: ModelConfig, geo: Geometry) -> None:
         if not cfg.av_fusion_stages and not cfg.pool5_fusion and not cfg.avs_stages:
@@ -353,8 +355,8 @@ class AVSlowFast(nn.Module):
         # a pretrain model also scores AVS in eval (validation of the pretext task)
         use_avs = (self.training or c.task == "pretrain") and len(self.avs) > 0 and "audio_neg" in batch
 
-        s = batch["slow"] if self.has_visual else None
-        f = batch["fast"] if self.has_visual else None
+        s = channels_last(batch["slow"]) if self.has_visual else None
+        f = channels_last(batch["fast"]) if self.has_visual else None
         a = None
         if self.has_audio:
             # Batch layout for AVS: rows [0, N) aligned audio, rows [N, 2N) the negatives.
@@ -427,8 +429,9 @@ class AVSlowFast(nn.Module):
 
 
 def _pool(x: torch.Tensor) -> torch.Tensor:
-    """Global average over every axis after channels: [N, C, ...] -> [N, C]."""
-    return x.flatten(2).mean(dim=2)
+    """Global average over every axis after channels: [N, C, ...] -> [N, C] (a reduction over
+    those axes, not a flatten: a channels-last tensor would be copied to flatten)."""
+    return x.mean(dim=tuple(range(2, x.dim())))
 
 
 class LateFusion(nn.Module):
