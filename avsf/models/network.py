@@ -47,6 +47,7 @@ features are zeroed too.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import nn
@@ -375,12 +376,14 @@ class AVSlowFast(nn.Module):
                 visual = torch.cat([_pool(s), _pool(f)], dim=1)
                 avs_feats[st] = (visual, _pool(a), not audio_reached_visual)
             lateral = self.av[junction] if junction in self.av else None
+            # the aligned audio, rows [0, N) (a slice's backward allocates and copies: skip it without negatives)
+            aligned = a if a is None or a.shape[0] == n else a[:n]
             if lateral is not None and c.av_lateral == "a_f_s":
-                f = f + gate * lateral(a[:n], f)
+                f = f + gate * lateral(aligned, f)
             if junction in self.fs:
                 s = torch.cat([s, self.fs[junction](f)], dim=1)
             if lateral is not None and c.av_lateral != "a_f_s":
-                s = s + gate * lateral(a[:n], s)
+                s = s + gate * lateral(aligned, s)
             if lateral is not None and not drop:
                 audio_reached_visual = True
 
@@ -390,11 +393,11 @@ class AVSlowFast(nn.Module):
         if self.has_visual:
             pooled += [_pool(s), _pool(f)]
         if c.task == "detect":
-            out = self.head(visual=[s, f], audio=_pool(a[:n]) * head_gate if use_audio_head else None,
+            out = self.head(visual=[s, f], audio=_pool(a)[:n] * head_gate if use_audio_head else None,
                             boxes=batch["boxes"], spatial_scale=s.shape[-1] / batch["slow"].shape[-1])
         else:
             if use_audio_head:
-                pooled.append(_pool(a[:n]) * head_gate)
+                pooled.append(_pool(a)[:n] * head_gate)  # pooled, then sliced: the gradient keeps its layout
             out = self.head(torch.cat(pooled, dim=1)) if self.head is not None else {}
         if self.rot_head is not None:  # self-supervised block: rotation logits from the visual features
             out["rot_logits"] = self.rot_head(torch.cat(pooled[:2], dim=1))
@@ -429,9 +432,32 @@ class AVSlowFast(nn.Module):
 
 
 def _pool(x: torch.Tensor) -> torch.Tensor:
-    """Global average over every axis after channels: [N, C, ...] -> [N, C] (a reduction over
-    those axes, not a flatten: a channels-last tensor would be copied to flatten)."""
+    """Global average over every axis after channels: [N, C, ...] -> [N, C]."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _GlobalAverage.apply(x)
     return x.mean(dim=tuple(range(2, x.dim())))
+
+
+class _GlobalAverage(torch.autograd.Function):
+    """``x.mean`` over every axis after channels whose gradient has `x`'s memory format.
+
+    Autograd's mean gives a gradient in the default layout; summed with the channels-last
+    gradient from the layers above (an AVS stage's pooled features, the head's), it turned the
+    whole backward pass below into the default layout, every layer converting on the fly. The
+    values are autograd's: the incoming gradient divided by the count, broadcast."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.shape = x.shape
+        ctx.channels_last = channels_last(x) is x and not x.is_contiguous()
+        return x.mean(dim=tuple(range(2, x.dim())))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        shape = ctx.shape
+        count = math.prod(shape[2:])
+        spread = grad.reshape(*grad.shape, *([1] * (len(shape) - 2))).expand(shape) / count
+        return channels_last(spread) if ctx.channels_last else spread.contiguous()
 
 
 class LateFusion(nn.Module):
