@@ -29,6 +29,24 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def cat_channels(xs: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat(xs, dim=1)`` whose backward hands each input a gradient in its own layout
+    (autograd's are channel slices of the output's gradient, strided views that every layer
+    below then reads element by element or copies)."""
+    return _CatChannels.apply(*xs)
+
+
+class _CatChannels(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, *xs: torch.Tensor) -> torch.Tensor:
+        ctx.sizes = [x.shape[1] for x in xs]
+        return torch.cat(xs, dim=1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(channels_last(g) for g in grad.split(ctx.sizes, dim=1))
+
+
 def convs_to_channels_last(module: nn.Module) -> nn.Module:
     """Every 2-D and 3-D conv weight of `module` in place to channels-last (same values, names
     and shapes, so state dicts load either way)."""
@@ -212,7 +230,7 @@ class TimeFreqBlock(nn.Module):
         y = x if self.reduce is None else self.reduce(x)
         t, f = self.time(y), self.freq(y)
         if self.variant == "concat":
-            merged = torch.cat([self.relu(t), self.relu(f)], dim=1)
+            merged = cat_channels([self.relu(t), self.relu(f)])
         else:
             merged = self.relu(t + f)
         return self.relu(self.out(merged) + identity)

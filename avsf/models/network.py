@@ -55,7 +55,7 @@ from torch import nn
 from avsf.config import DEPTHS, ConfigError, ModelConfig
 from avsf.errors import UserError
 from avsf.models.avs import AVSProjection, margin_contrastive_loss, pair_weights
-from avsf.models.blocks import (AudioResStage, AudioStem, VisualResStage, VisualStem, channels_last,
+from avsf.models.blocks import (AudioResStage, AudioStem, VisualResStage, VisualStem, cat_channels, channels_last,
                                 convs_to_channels_last)
 from avsf.models.fusion import AudioLateral, AudioVisualNonLocal, FastToSlow
 from avsf.models.heads import ClassifierHead, DetectionHead, EpicHead
@@ -381,7 +381,7 @@ class AVSlowFast(nn.Module):
             if lateral is not None and c.av_lateral == "a_f_s":
                 f = f + gate * lateral(aligned, f)
             if junction in self.fs:
-                s = torch.cat([s, self.fs[junction](f)], dim=1)
+                s = cat_channels([s, self.fs[junction](f)])
             if lateral is not None and c.av_lateral != "a_f_s":
                 s = s + gate * lateral(aligned, s)
             if lateral is not None and not drop:
