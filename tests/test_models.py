@@ -221,3 +221,23 @@ def test_bench_reports_speed_memory_and_the_stage_split():
     assert all(r["ms"] > 0 for r in stages)
     with pytest.raises(UserError, match="at least 1"):
         bench_model(preset="audio_only_tiny", batch=0, crop=None, iters=1, device="cpu", bf16=False, profile=False)
+
+
+def test_bench_compare_alternates_pairs_rounds_and_names_the_missing_extra(monkeypatch, capsys):
+    import sys
+
+    from avsf.models import bench
+
+    calls = []
+    timings = bench._alternate({"a": (lambda: calls.append("a"), 4), "b": (lambda: calls.append("b"), 4)}, rounds=3)
+    assert calls == ["a", "b"] * 4  # one warm-up round, then the contenders alternated
+    assert len(timings["a"]["wall_s"]) == 3 and timings["a"]["clips_per_s"] > 0
+    ratio = bench._paired_ratio({"wall_s": [2.0, 9.0, 4.0]}, {"wall_s": [1.0, 3.0, 4.0]})
+    assert ratio == 2.0  # the median of the per-round ratios 2, 3, 1
+    monkeypatch.setitem(sys.modules, "pytorchvideo", None)  # as if the optional extra were not installed
+    with pytest.raises(UserError, match=r"\.\[bench\].*--no-pytorchvideo"):
+        bench._pytorchvideo_step(crop=128, batch={}, labels=torch.zeros(1), num_classes=4)
+    assert main(["bench", "model"]) == 2
+    assert "--preset NAME" in capsys.readouterr().err
+    assert main(["bench", "model", "--compare", "--preset", "avslowfast_tiny"]) == 2
+    assert "drop --preset" in capsys.readouterr().err
