@@ -29,6 +29,12 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    """True when `x` is in its rank's channels-last layout and not also in the default one."""
+    fmt = {5: torch.channels_last_3d, 4: torch.channels_last}.get(x.dim())
+    return fmt is not None and not x.is_contiguous() and x.is_contiguous(memory_format=fmt)
+
+
 def cat_channels(xs: list[torch.Tensor]) -> torch.Tensor:
     """``torch.cat(xs, dim=1)`` whose backward hands each input a gradient in its own layout
     (autograd's are channel slices of the output's gradient, strided views that every layer

@@ -56,7 +56,7 @@ from avsf.config import DEPTHS, ConfigError, ModelConfig
 from avsf.errors import UserError
 from avsf.models.avs import AVSProjection, margin_contrastive_loss, pair_weights
 from avsf.models.blocks import (AudioResStage, AudioStem, VisualResStage, VisualStem, cat_channels, channels_last,
-                                convs_to_channels_last)
+                                convs_to_channels_last, is_channels_last)
 from avsf.models.fusion import AudioLateral, AudioVisualNonLocal, FastToSlow
 from avsf.models.heads import ClassifierHead, DetectionHead, EpicHead
 
@@ -449,7 +449,7 @@ class _GlobalAverage(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         ctx.shape = x.shape
-        ctx.channels_last = channels_last(x) is x and not x.is_contiguous()
+        ctx.channels_last = is_channels_last(x)
         return x.mean(dim=tuple(range(2, x.dim())))
 
     @staticmethod
