@@ -9,6 +9,11 @@ convolutions work in. In the default layout every convolution converts its input
 (and, in backward, its gradients) on the fly, and a tensor whose channel count is 1 (the
 log-mel input) is ambiguous, so the audio pathway fell back to the default layout and mixed
 the two; a layout never changes a value, only the summation order of kernels (fp32 rounding).
+
+Strided 1x1 convolutions (the projected shortcuts) are :class:`PointwiseConv2d` and
+:class:`PointwiseConv3d`: where the input has few channels they subsample first and convolve
+at unit stride, steering clear of a oneDNN bug that corrupts the heap (see
+:func:`pointwise_conv`).
 """
 
 from __future__ import annotations
@@ -62,6 +67,72 @@ def convs_to_channels_last(module: nn.Module) -> nn.Module:
     return module
 
 
+# oneDNN's vector block of fp32 channels (16 on AVX-512; AVX2's 8 divides it)
+_ONEDNN_IC_BLOCK = 16
+
+
+def pointwise_conv(conv: nn.Conv2d | nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """`conv` (1x1, no padding, dilation or groups) applied to `x`; a strided one on the CPU
+    with a channel count that is not a multiple of 16 subsamples `x` and convolves at unit
+    stride: the same sums (``y[..., i, j] = W x[..., s i, s j]``), not the same kernel.
+
+    Why: oneDNN (v3.12, PyTorch 2.14's CPU convolutions) computes a strided 1x1 conv's weight
+    gradient by first gathering the strided pixels into a per-thread workspace ("reduce to
+    unit stride"); for channels-last inputs with fewer channels than its vector block it
+    offsets that workspace by the block, not the channel count, and writes past it
+    (uxlfoundation/oneDNN#6035): heap corruption, segfaults in backward (the Audio pathway's
+    res3 shortcut at audio_beta 1/8, 8 channels), silent wrong gradients on AVX2. A unit
+    stride takes another path. Channel counts that are multiples of the block, every
+    preset's default, keep oneDNN's strided kernel."""
+    stride = conv.stride
+    if max(stride) == 1 or x.device.type != "cpu" or conv.in_channels % _ONEDNN_IC_BLOCK == 0:
+        return conv._conv_forward(x, conv.weight, conv.bias)
+    fn = nn.functional.conv3d if x.dim() == 5 else nn.functional.conv2d
+    return fn(_Subsample.apply(x, tuple(stride)), conv.weight, conv.bias)
+
+
+class _Subsample(torch.autograd.Function):
+    """``x[:, :, ::s1, ::s2, ...]`` copied into `x`'s layout; its backward scatters the gradient
+    into zeros of that layout too (autograd's slice backward allocates the default layout)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, step: tuple[int, ...]) -> torch.Tensor:
+        ctx.shape, ctx.index = x.shape, (slice(None), slice(None), *(slice(None, None, s) for s in step))
+        ctx.channels_last = is_channels_last(x)
+        y = x[ctx.index]
+        return channels_last(y) if ctx.channels_last else y.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        fmt = {5: torch.channels_last_3d, 4: torch.channels_last}.get(len(ctx.shape), torch.contiguous_format)
+        out = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device,
+                          memory_format=fmt if ctx.channels_last else torch.contiguous_format).zero_()
+        out[ctx.index] = grad
+        return out, None
+
+
+class PointwiseConv2d(nn.Conv2d):
+    """``nn.Conv2d(dim_in, dim_out, 1, stride=stride, bias=False)`` (same parameter, same values)
+    run by :func:`pointwise_conv`. [N, C_in, T, F] -> [N, C_out, ceil(T/s), ceil(F/s)]."""
+
+    def __init__(self, dim_in: int, dim_out: int, *, stride: int) -> None:
+        super().__init__(dim_in, dim_out, 1, stride=stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pointwise_conv(self, x)
+
+
+class PointwiseConv3d(nn.Conv3d):
+    """``nn.Conv3d(dim_in, dim_out, 1, stride=stride, bias=False)`` run by :func:`pointwise_conv`.
+    [N, C_in, T, H, W] -> [N, C_out, ceil(T/st), ceil(H/sh), ceil(W/sw)]."""
+
+    def __init__(self, dim_in: int, dim_out: int, *, stride: tuple[int, int, int]) -> None:
+        super().__init__(dim_in, dim_out, 1, stride=stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pointwise_conv(self, x)
+
+
 def bn3d(channels: int, *, zero_init: bool = False) -> nn.BatchNorm3d:
     """BatchNorm3d; `zero_init` sets gamma to 0 so a residual branch starts as identity."""
     bn = nn.BatchNorm3d(channels)
@@ -99,7 +170,7 @@ class Bottleneck3d(nn.Module):
         self.shortcut: nn.Module | None = None
         if dim_in != dim_out or spatial_stride != 1:
             self.shortcut = nn.Sequential(
-                nn.Conv3d(dim_in, dim_out, 1, stride=(1, spatial_stride, spatial_stride), bias=False),
+                PointwiseConv3d(dim_in, dim_out, stride=(1, spatial_stride, spatial_stride)),
                 bn3d(dim_out))
         self.relu = nn.ReLU(inplace=True)
 
@@ -196,7 +267,7 @@ class Bottleneck2d(nn.Module):
 def _shortcut2d(dim_in: int, dim_out: int, stride: int) -> nn.Module | None:
     if dim_in == dim_out and stride == 1:
         return None
-    return nn.Sequential(nn.Conv2d(dim_in, dim_out, 1, stride=stride, bias=False), bn2d(dim_out))
+    return nn.Sequential(PointwiseConv2d(dim_in, dim_out, stride=stride), bn2d(dim_out))
 
 
 class TimeFreqBlock(nn.Module):
