@@ -24,9 +24,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from avsf.config import ModelConfig, get_preset, list_presets
+from avsf.config import ModelConfig
 from avsf.models import build_model, example_inputs
 from avsf.models.network import AVSlowFast
+from avsf.presets import get_preset, list_presets
 
 STORED = Path(__file__).parent / "data" / "models_numerics.json"
 
@@ -46,6 +47,13 @@ CASES: dict[str, tuple[dict, bool, bool | None]] = {
     "avslowfast_afs_3x3": (dict(arch="avslowfast", av_lateral="a_f_s", audio_tf_block="none"), True, False),
     "avslowfast_detect": (dict(arch="avslowfast", task="detect", avs_stages=()), False, False),
     "slowfast": (dict(arch="slowfast"), False, None),
+    # Table 5b's capacities (ablate_audio_capacity): at 1/8 the Audio res3 shortcut gets 8
+    # channels and at beta_inv 8 the Fast one too, the strided 1x1 path oneDNN gets wrong
+    # (avsf.models.blocks.pointwise_conv)
+    "avslowfast_audio_beta_1_8": (dict(arch="avslowfast", audio_beta=0.125), True, False),
+    "avslowfast_audio_beta_1_4": (dict(arch="avslowfast", audio_beta=0.25), True, False),
+    "avslowfast_audio_beta_1": (dict(arch="avslowfast", audio_beta=1.0), True, False),
+    "slowfast_beta_inv_8": (dict(arch="slowfast", beta_inv=8), False, None),
     "audio_only": (dict(arch="audio_only"), False, None),
 }
 BATCH, CROP = 4, 32
