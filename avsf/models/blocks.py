@@ -88,7 +88,10 @@ def pointwise_conv(conv: nn.Conv2d | nn.Conv3d, x: torch.Tensor) -> torch.Tensor
     if max(stride) == 1 or x.device.type != "cpu" or conv.in_channels % _ONEDNN_IC_BLOCK == 0:
         return conv._conv_forward(x, conv.weight, conv.bias)
     fn = nn.functional.conv3d if x.dim() == 5 else nn.functional.conv2d
-    return fn(_Subsample.apply(x, tuple(stride)), conv.weight, conv.bias)
+    y = fn(_Subsample.apply(x, tuple(stride)), conv.weight, conv.bias)
+    # on one thread PyTorch sends small unit-stride 1x1 convs to its native kernel, which
+    # returns the default layout; keep the pathway's
+    return channels_last(y) if is_channels_last(x) else y
 
 
 class _Subsample(torch.autograd.Function):
