@@ -10,7 +10,7 @@ from avsf.cli import main
 from avsf.config import DEPTHS, ConfigError
 from avsf.errors import UserError
 from avsf.models import AVSlowFast, LateFusion, build_model, describe_stages, example_inputs
-from avsf.models.blocks import TimeFreqBlock
+from avsf.models.blocks import PointwiseConv2d, PointwiseConv3d, TimeFreqBlock, channels_last, is_channels_last
 from avsf.presets import get_preset, list_presets
 
 
@@ -221,3 +221,50 @@ def test_bench_reports_speed_memory_and_the_stage_split():
     assert all(r["ms"] > 0 for r in stages)
     with pytest.raises(UserError, match="at least 1"):
         bench_model(preset="audio_only_tiny", batch=0, crop=None, iters=1, device="cpu", bf16=False, profile=False)
+
+
+def test_bench_compare_alternates_pairs_rounds_and_names_the_missing_extra(monkeypatch, capsys):
+    import sys
+
+    from avsf.models import bench
+
+    calls = []
+    timings = bench._alternate({"a": (lambda: calls.append("a"), 4), "b": (lambda: calls.append("b"), 4)}, rounds=3)
+    assert calls == ["a", "b"] * 4  # one warm-up round, then the contenders alternated
+    assert len(timings["a"]["wall_s"]) == 3 and timings["a"]["clips_per_s"] > 0
+    ratio = bench._paired_ratio({"wall_s": [2.0, 9.0, 4.0]}, {"wall_s": [1.0, 3.0, 4.0]})
+    assert ratio == 2.0  # the median of the per-round ratios 2, 3, 1
+    monkeypatch.setitem(sys.modules, "pytorchvideo", None)  # as if the optional extra were not installed
+    with pytest.raises(UserError, match=r"\.\[bench\].*--no-pytorchvideo"):
+        bench._pytorchvideo_step(crop=128, batch={}, labels=torch.zeros(1), num_classes=4)
+    assert main(["bench", "model"]) == 2
+    assert "--preset NAME" in capsys.readouterr().err
+    assert main(["bench", "model", "--compare", "--preset", "avslowfast_tiny"]) == 2
+    assert "drop --preset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("conv, shape", [
+    (PointwiseConv2d(8, 16, stride=2), (3, 8, 33, 20)),  # few channels: subsampled, then unit stride
+    (PointwiseConv3d(4, 8, stride=(1, 2, 2)), (2, 4, 3, 9, 10)),
+    (PointwiseConv2d(16, 8, stride=2), (3, 16, 9, 7)),  # a multiple of oneDNN's block: its strided kernel
+])
+def test_strided_pointwise_conv_equals_a_plain_strided_conv_and_keeps_the_layout(conv, shape):
+    """The oneDNN workaround (avsf.models.blocks.pointwise_conv) changes the kernel, not the
+    sums: output and both gradients equal a strided conv's in the default layout with oneDNN
+    off, odd sizes (ceil division) included, and the input's gradient stays channels-last."""
+    torch.manual_seed(0)
+    x0 = torch.randn(shape)
+    x = channels_last(x0).requires_grad_()
+    y = conv(x)
+    grad = torch.randn(y.shape)
+    y.backward(channels_last(grad))
+    ref_x, ref_w = x0.clone().requires_grad_(), conv.weight.detach().contiguous().requires_grad_()
+    fn = torch.nn.functional.conv3d if len(shape) == 5 else torch.nn.functional.conv2d
+    with torch.backends.mkldnn.flags(enabled=False):
+        ref = fn(ref_x, ref_w, stride=conv.stride)
+        ref.backward(grad)
+    torch.testing.assert_close(y, ref)
+    torch.testing.assert_close(x.grad, ref_x.grad)
+    torch.testing.assert_close(conv.weight.grad, ref_w.grad, rtol=1e-4, atol=1e-4)
+    assert is_channels_last(y) and is_channels_last(x.grad)
+    assert [n for n, _ in conv.named_parameters()] == ["weight"]  # checkpoints of nn.Conv shortcuts load

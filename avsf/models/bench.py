@@ -1,4 +1,5 @@
-"""`avsf bench model`: training-step speed and peak memory of a preset.
+"""`avsf bench model`: training-step speed and peak memory of a preset, and the speed
+comparison that checks the speed targets (:func:`compare_speed`, ``--compare``).
 
 One step = forward + backward of a batch in training mode (with AVS negatives when the preset
 has AVS stages, the laterals live: the DropPathway draw is fixed to "keep", which costs the same
@@ -16,13 +17,25 @@ OpenMP's spin-waiting can make a step ten times slower; the report gives the loa
 With ``profile=True``: the time split by op (torch.profiler, self CPU time over one step) and
 by stage (each stage module timed alone, forward + backward, on the input it receives in the
 model; the rest of the step is glue: concatenations, laterals' additions, pooling, loss).
+
+The comparison (``avsf bench model --compare``) times, in one process with the steps of each
+group alternated round by round (so a load change hits every contender alike): the
+AVSlowFast tiny step (with AVS) against the SlowFast tiny step at the same batch, and the R50
+8x8 training step (ours with AVS, ours without) against pytorchvideo 0.1.5's
+``create_audio_visual_slowfast`` on the same input. pytorchvideo is an optional benchmark extra
+(``pip install -e '.[bench]'``), imported only here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import statistics
 import threading
 import time
+import warnings
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -78,13 +91,8 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def bench_model(*, preset: str, batch: int, crop: int | None, iters: int, device: str, bf16: bool,
-                profile: bool) -> dict:
-    """Forward+backward clips/s and peak memory of `preset` (see the module docstring)."""
-    if batch < 1 or iters < 1:
-        raise UserError(f"--batch {batch} and --iters {iters} must be at least 1")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is visible; use --device cpu")
+def _setup(preset: str, *, batch: int, crop: int | None, device: str):
+    """(model in training mode, inputs with AVS negatives when the preset has AVS, labels, crop)."""
     run_cfg = get_preset(preset)
     cfg = run_cfg.model
     if cfg.num_classes < 1:
@@ -99,6 +107,38 @@ def bench_model(*, preset: str, batch: int, crop: int | None, iters: int, device
     inputs = example_inputs(cfg, crop=crop, batch=batch, device=device, with_negatives=negatives,
                             generator=gen)
     labels = torch.randint(0, 1 << 20, (batch,), generator=gen).to(device)
+    return model, inputs, labels, crop
+
+
+def bench_model(*, preset: str, batch: int, crop: int | None, iters: int, device: str, bf16: bool,
+                profile: bool, threads: int | None = None) -> dict:
+    """Forward+backward clips/s and peak memory of `preset` (see the module docstring);
+    `threads` sets torch's CPU threads for the run (default: as they are)."""
+    if batch < 1 or iters < 1:
+        raise UserError(f"--batch {batch} and --iters {iters} must be at least 1")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible; use --device cpu")
+    with _threads(threads):
+        return _bench_model(preset=preset, batch=batch, crop=crop, iters=iters, device=device, bf16=bf16,
+                            profile=profile)
+
+
+@contextlib.contextmanager
+def _threads(threads: int | None):
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads {threads}: give at least 1")
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _bench_model(*, preset: str, batch: int, crop: int | None, iters: int, device: str, bf16: bool,
+                 profile: bool) -> dict:
+    model, inputs, labels, crop = _setup(preset, batch=batch, crop=crop, device=device)
 
     rss_before = _RssSampler.current()
     if device == "cuda":
@@ -215,4 +255,144 @@ def format_report(result: dict) -> str:
     if result.get("ops"):
         lines.append("  top ops (self time over one step):")
         lines += [f"    {r['op']:<40} {r['ms']:8.1f} ms  {100 * r['share']:5.1f} %  x{r['calls']}" for r in result["ops"]]
+    return "\n".join(lines)
+
+
+# --- the speed comparison --------------------------------------------------------------------
+# Targets on 2 CPU threads: AVSlowFast tiny (with AVS) at most this many SlowFast tiny steps at the
+# same batch; our R50 step at least this fast relative to pytorchvideo's plain AVSlowFast step.
+TARGET_AV_OVER_SF = 2.0
+TARGET_R50_AVS_SPEEDUP = 1.0
+TARGET_R50_NO_AVS_SPEEDUP = 1.3
+R50_PRESET = "avslowfast_r50_8x8"
+PYTORCHVIDEO_VERSION = "0.1.5"
+
+
+def _train_step(model: torch.nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> Callable[[], None]:
+    """One of our training steps (fp32, laterals live) as a closure."""
+    return lambda: _step(model, inputs, labels, "cpu", False)
+
+
+def _pytorchvideo_step(*, crop: int, batch: dict[str, torch.Tensor], labels: torch.Tensor,
+                       num_classes: int) -> Callable[[], None]:
+    """pytorchvideo's ``create_audio_visual_slowfast`` (R50, its defaults: 8x8 with alpha 4, the
+    authors' fusion) training step on `batch`'s slow, fast and audio tensors.
+
+    Its head pools with fixed kernels, set here for the crop: (8, crop/32, crop/32) Slow,
+    (32, crop/32, crop/32) Fast, (T_a/8, 1, F/8) audio; it takes audio as [N, 1, T, 1, F].
+    Its forward writes into the list it is given (a fresh list per step) and its A->FS fusion
+    prints a tensor size on every call (silenced)."""
+    try:
+        with warnings.catch_warnings():  # its fvcore import warns that torch.jit.script is deprecated
+            warnings.simplefilter("ignore", FutureWarning)
+            import pytorchvideo
+            from pytorchvideo.models.audio_visual_slowfast import create_audio_visual_slowfast
+    except ImportError as e:
+        raise UserError(f"the speed comparison needs pytorchvideo {PYTORCHVIDEO_VERSION} (an optional benchmark extra, "
+                        f"never needed to train): pip install -e '.[bench]' (or pip install "
+                        f"pytorchvideo=={PYTORCHVIDEO_VERSION} --no-deps), or pass --no-pytorchvideo; "
+                        f"import failed: {e}") from e
+    if getattr(pytorchvideo, "__version__", PYTORCHVIDEO_VERSION) != PYTORCHVIDEO_VERSION:
+        raise UserError(f"pytorchvideo {pytorchvideo.__version__} is installed; the comparison is defined against "
+                        f"{PYTORCHVIDEO_VERSION}: pip install pytorchvideo=={PYTORCHVIDEO_VERSION} --no-deps")
+    slow, fast, audio = batch["slow"], batch["fast"], batch["audio"]
+    side = crop // 32
+    ta, fa = audio.shape[2] // 8, audio.shape[3] // 8
+    torch.manual_seed(0)
+    model = create_audio_visual_slowfast(
+        model_num_class=num_classes,
+        head_pool_kernel_sizes=((slow.shape[2], side, side), (fast.shape[2], side, side), (ta, 1, fa))).train()
+    audio = audio[:, :, :, None, :].contiguous()  # [N, 1, T, 1, F]
+
+    def step() -> None:
+        with contextlib.redirect_stdout(io.StringIO()):
+            logits = model([slow, fast, audio])
+        F.cross_entropy(logits, labels % num_classes).backward()
+        model.zero_grad(set_to_none=True)
+    return step
+
+
+def _alternate(steps: dict[str, tuple[Callable[[], None], int]], rounds: int) -> dict[str, dict]:
+    """Each step once to warm up, then `rounds` rounds of one timed call of each, in order.
+    Returns name -> {"wall_s": [per round], "cpu_s": [per round], "clips": clips per step}."""
+    for step, _ in steps.values():
+        step()
+    out = {name: {"wall_s": [], "cpu_s": [], "clips": clips} for name, (_, clips) in steps.items()}
+    for _ in range(rounds):
+        for name, (step, _) in steps.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            step()
+            out[name]["wall_s"].append(time.perf_counter() - t0)
+            out[name]["cpu_s"].append(time.process_time() - c0)
+    for r in out.values():
+        r["step_s_median"] = statistics.median(r["wall_s"])
+        r["clips_per_s"] = r["clips"] / r["step_s_median"]
+    return out
+
+
+def _paired_ratio(a: dict, b: dict) -> float:
+    """Median over rounds of a's step time / b's step time in the same round."""
+    return statistics.median(x / y for x, y in zip(a["wall_s"], b["wall_s"]))
+
+
+def compare_speed(*, threads: int = 2, tiny_batch: int = 32, r50_batch: int = 2, r50_crop: int = 128,
+                  rounds: int = 9, r50_rounds: int = 5, pytorchvideo: bool = True) -> dict:
+    """The speed targets, measured on the CPU (see the module docstring): returns the timings
+    per contender and the ratios with their targets."""
+    if min(tiny_batch, r50_batch, rounds, r50_rounds) < 1:
+        raise UserError("--batch, --r50-batch, --rounds and --r50-rounds must be at least 1")
+    if r50_crop < 32 or r50_crop % 32:
+        raise UserError(f"--r50-crop {r50_crop}: give a multiple of 32 (pytorchvideo's head pools a fixed window)")
+    result: dict = {"threads": threads, "rounds": rounds, "r50_rounds": r50_rounds, "load_average": [os.getloadavg()[0]]}
+    with _threads(threads):
+        steps = {}
+        for preset in ("slowfast_tiny", "avslowfast_tiny"):
+            model, inputs, labels, crop = _setup(preset, batch=tiny_batch, crop=None, device="cpu")
+            steps[preset] = (_train_step(model, inputs, labels), tiny_batch)
+        result["tiny_input_shapes"] = {k: list(v.shape) for k, v in inputs.items()}
+        tiny = _alternate(steps, rounds)
+        del steps
+        model, inputs, labels, _ = _setup(R50_PRESET, batch=r50_batch, crop=r50_crop, device="cpu")
+        without_avs = {k: v for k, v in inputs.items() if k != "audio_neg"}
+        steps = {"ours_avs": (_train_step(model, inputs, labels), r50_batch),
+                 "ours_no_avs": (_train_step(model, without_avs, labels), r50_batch)}
+        if pytorchvideo:
+            steps["pytorchvideo"] = (_pytorchvideo_step(crop=r50_crop, batch=inputs, labels=labels,
+                                                        num_classes=model.cfg.num_classes), r50_batch)
+        result["r50_input_shapes"] = {k: list(v.shape) for k, v in inputs.items()}
+        r50 = _alternate(steps, r50_rounds)
+    result["load_average"].append(os.getloadavg()[0])
+    result["tiny"], result["r50"] = tiny, r50
+    checks = [("AVSlowFast tiny step / SlowFast tiny step", _paired_ratio(tiny["avslowfast_tiny"], tiny["slowfast_tiny"]),
+               "<=", TARGET_AV_OVER_SF)]
+    if pytorchvideo:
+        checks += [("R50 with AVS: speed / pytorchvideo's", _paired_ratio(r50["pytorchvideo"], r50["ours_avs"]),
+                    ">=", TARGET_R50_AVS_SPEEDUP),
+                   ("R50 without AVS: speed / pytorchvideo's", _paired_ratio(r50["pytorchvideo"], r50["ours_no_avs"]),
+                    ">=", TARGET_R50_NO_AVS_SPEEDUP)]
+    result["checks"] = [{"what": what, "value": value, "target": f"{op} {target}",
+                         "met": value <= target if op == "<=" else value >= target}
+                        for what, value, op, target in checks]
+    return result
+
+
+def format_comparison(result: dict) -> str:
+    def rows(group: dict, labels: dict[str, str]) -> list[str]:
+        return [f"    {labels[name]:<50} {r['step_s_median'] * 1e3:9.1f} ms  {r['clips_per_s']:8.2f} clips/s  "
+                f"({statistics.median(r['cpu_s']):.2f} CPU s)" for name, r in group.items()]
+
+    load = result["load_average"]
+    lines = [f"speed comparison on the CPU, {result['threads']} threads, load average {load[0]:.1f} -> {load[1]:.1f} "
+             f"(steps alternated in one process; medians of {result['rounds']} rounds, R50 {result['r50_rounds']})",
+             f"  tiny, forward+backward of {result['tiny_input_shapes']['slow'][0]} clips:"]
+    lines += rows(result["tiny"], {"slowfast_tiny": "slowfast_tiny", "avslowfast_tiny": "avslowfast_tiny (AVS negatives)"})
+    shapes = result["r50_input_shapes"]
+    lines.append(f"  R50 8x8 ({R50_PRESET}), crop {shapes['slow'][-1]}, batch {shapes['slow'][0]}, training step:")
+    lines += rows(result["r50"], {"ours_avs": "ours, with AVS (the real step)", "ours_no_avs": "ours, without AVS",
+                                  "pytorchvideo": f"pytorchvideo {PYTORCHVIDEO_VERSION} create_audio_visual_slowfast"})
+    lines.append("  targets (per-round paired ratios, median):")
+    lines += [f"    {c['what']:<50} {c['value']:6.2f}x  target {c['target']}: {'met' if c['met'] else 'NOT met'}"
+              for c in result["checks"]]
+    if load[0] > 0.5 * result["threads"] or load[1] > 0.5 * result["threads"]:
+        lines.append("  note: the machine was busy (load average above half the threads); rerun idle for the record")
     return "\n".join(lines)

@@ -2,6 +2,18 @@
 time-frequency factorised blocks for the Audio pathway, and the non-local block.
 
 Video tensors are [N, C, T, H, W]; audio tensors are [N, C, T, F] (time x mel frequency).
+
+Memory format: activations and conv weights are channels-last (``channels_last_3d`` for video,
+``channels_last`` for audio; :func:`channels_last`), the layout oneDNN's and cuDNN's
+convolutions work in. In the default layout every convolution converts its input and output
+(and, in backward, its gradients) on the fly, and a tensor whose channel count is 1 (the
+log-mel input) is ambiguous, so the audio pathway fell back to the default layout and mixed
+the two; a layout never changes a value, only the summation order of kernels (fp32 rounding).
+
+Strided 1x1 convolutions (the projected shortcuts) are :class:`PointwiseConv2d` and
+:class:`PointwiseConv3d`: where the input has few channels they subsample first and convolve
+at unit stride, steering clear of a oneDNN bug that corrupts the heap (see
+:func:`pointwise_conv`).
 """
 
 from __future__ import annotations
@@ -10,6 +22,118 @@ import math
 
 import torch
 from torch import nn
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """`x` in the channels-last layout of its rank (5-D: channels_last_3d, 4-D: channels_last);
+    other ranks, and tensors already in that layout, are returned as they are."""
+    if x.dim() == 5:
+        return x.contiguous(memory_format=torch.channels_last_3d)
+    if x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """True when `x` is in its rank's channels-last layout and not also in the default one."""
+    fmt = {5: torch.channels_last_3d, 4: torch.channels_last}.get(x.dim())
+    return fmt is not None and not x.is_contiguous() and x.is_contiguous(memory_format=fmt)
+
+
+def cat_channels(xs: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat(xs, dim=1)`` whose backward hands each input a gradient in its own layout
+    (autograd's are channel slices of the output's gradient, strided views that every layer
+    below then reads element by element or copies)."""
+    return _CatChannels.apply(*xs)
+
+
+class _CatChannels(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, *xs: torch.Tensor) -> torch.Tensor:
+        ctx.sizes = [x.shape[1] for x in xs]
+        return torch.cat(xs, dim=1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(channels_last(g) for g in grad.split(ctx.sizes, dim=1))
+
+
+def convs_to_channels_last(module: nn.Module) -> nn.Module:
+    """Every 2-D and 3-D conv weight of `module` in place to channels-last (same values, names
+    and shapes, so state dicts load either way)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+            m.weight.data = channels_last(m.weight.data)
+    return module
+
+
+# oneDNN's vector block of fp32 channels (16 on AVX-512; AVX2's 8 divides it)
+_ONEDNN_IC_BLOCK = 16
+
+
+def pointwise_conv(conv: nn.Conv2d | nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """`conv` (1x1, no padding, dilation or groups) applied to `x`; a strided one on the CPU
+    with a channel count that is not a multiple of 16 subsamples `x` and convolves at unit
+    stride: the same sums (``y[..., i, j] = W x[..., s i, s j]``), not the same kernel.
+
+    Why: oneDNN (v3.12, PyTorch 2.14's CPU convolutions) computes a strided 1x1 conv's weight
+    gradient by first gathering the strided pixels into a per-thread workspace ("reduce to
+    unit stride"); for channels-last inputs with fewer channels than its vector block it
+    offsets that workspace by the block, not the channel count, and writes past it
+    (uxlfoundation/oneDNN#6035): heap corruption, segfaults in backward (the Audio pathway's
+    res3 shortcut at audio_beta 1/8, 8 channels), silent wrong gradients on AVX2. A unit
+    stride takes another path. Channel counts that are multiples of the block, every
+    preset's default, keep oneDNN's strided kernel."""
+    stride = conv.stride
+    if max(stride) == 1 or x.device.type != "cpu" or conv.in_channels % _ONEDNN_IC_BLOCK == 0:
+        return conv._conv_forward(x, conv.weight, conv.bias)
+    fn = nn.functional.conv3d if x.dim() == 5 else nn.functional.conv2d
+    y = fn(_Subsample.apply(x, tuple(stride)), conv.weight, conv.bias)
+    # on one thread PyTorch sends small unit-stride 1x1 convs to its native kernel, which
+    # returns the default layout; keep the pathway's
+    return channels_last(y) if is_channels_last(x) else y
+
+
+class _Subsample(torch.autograd.Function):
+    """``x[:, :, ::s1, ::s2, ...]`` copied into `x`'s layout; its backward scatters the gradient
+    into zeros of that layout too (autograd's slice backward allocates the default layout)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, step: tuple[int, ...]) -> torch.Tensor:
+        ctx.shape, ctx.index = x.shape, (slice(None), slice(None), *(slice(None, None, s) for s in step))
+        ctx.channels_last = is_channels_last(x)
+        y = x[ctx.index]
+        return channels_last(y) if ctx.channels_last else y.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        fmt = {5: torch.channels_last_3d, 4: torch.channels_last}.get(len(ctx.shape), torch.contiguous_format)
+        out = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device,
+                          memory_format=fmt if ctx.channels_last else torch.contiguous_format).zero_()
+        out[ctx.index] = grad
+        return out, None
+
+
+class PointwiseConv2d(nn.Conv2d):
+    """``nn.Conv2d(dim_in, dim_out, 1, stride=stride, bias=False)`` (same parameter, same values)
+    run by :func:`pointwise_conv`. [N, C_in, T, F] -> [N, C_out, ceil(T/s), ceil(F/s)]."""
+
+    def __init__(self, dim_in: int, dim_out: int, *, stride: int) -> None:
+        super().__init__(dim_in, dim_out, 1, stride=stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pointwise_conv(self, x)
+
+
+class PointwiseConv3d(nn.Conv3d):
+    """``nn.Conv3d(dim_in, dim_out, 1, stride=stride, bias=False)`` run by :func:`pointwise_conv`.
+    [N, C_in, T, H, W] -> [N, C_out, ceil(T/st), ceil(H/sh), ceil(W/sw)]."""
+
+    def __init__(self, dim_in: int, dim_out: int, *, stride: tuple[int, int, int]) -> None:
+        super().__init__(dim_in, dim_out, 1, stride=stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pointwise_conv(self, x)
 
 
 def bn3d(channels: int, *, zero_init: bool = False) -> nn.BatchNorm3d:
@@ -49,7 +173,7 @@ class Bottleneck3d(nn.Module):
         self.shortcut: nn.Module | None = None
         if dim_in != dim_out or spatial_stride != 1:
             self.shortcut = nn.Sequential(
-                nn.Conv3d(dim_in, dim_out, 1, stride=(1, spatial_stride, spatial_stride), bias=False),
+                PointwiseConv3d(dim_in, dim_out, stride=(1, spatial_stride, spatial_stride)),
                 bn3d(dim_out))
         self.relu = nn.ReLU(inplace=True)
 
@@ -146,7 +270,7 @@ class Bottleneck2d(nn.Module):
 def _shortcut2d(dim_in: int, dim_out: int, stride: int) -> nn.Module | None:
     if dim_in == dim_out and stride == 1:
         return None
-    return nn.Sequential(nn.Conv2d(dim_in, dim_out, 1, stride=stride, bias=False), bn2d(dim_out))
+    return nn.Sequential(PointwiseConv2d(dim_in, dim_out, stride=stride), bn2d(dim_out))
 
 
 class TimeFreqBlock(nn.Module):
@@ -186,7 +310,7 @@ class TimeFreqBlock(nn.Module):
         y = x if self.reduce is None else self.reduce(x)
         t, f = self.time(y), self.freq(y)
         if self.variant == "concat":
-            merged = torch.cat([self.relu(t), self.relu(f)], dim=1)
+            merged = cat_channels([self.relu(t), self.relu(f)])
         else:
             merged = self.relu(t + f)
         return self.relu(self.out(merged) + identity)
@@ -246,4 +370,5 @@ class AudioStem(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.bn(self.time(x) + self.freq(x)))
+        # the 1-channel input gives the convs no layout to follow: set the pathway's here
+        return self.relu(self.bn(channels_last(self.time(x) + self.freq(x))))

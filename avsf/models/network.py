@@ -47,6 +47,7 @@ features are zeroed too.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import nn
@@ -54,7 +55,8 @@ from torch import nn
 from avsf.config import DEPTHS, ConfigError, ModelConfig
 from avsf.errors import UserError
 from avsf.models.avs import AVSProjection, margin_contrastive_loss, pair_weights
-from avsf.models.blocks import AudioResStage, AudioStem, VisualResStage, VisualStem
+from avsf.models.blocks import (AudioResStage, AudioStem, VisualResStage, VisualStem, cat_channels, channels_last,
+                                convs_to_channels_last, is_channels_last)
 from avsf.models.droppathway import draw_droppathway, has_audio_laterals
 from avsf.models.fusion import AudioLateral, AudioVisualNonLocal, FastToSlow
 from avsf.models.heads import ClassifierHead, DetectionHead, EpicHead
@@ -217,6 +219,7 @@ class AVSlowFast(nn.Module):
         else:
             self.head = ClassifierHead(dim_in=head_dim, num_classes=cfg.num_classes, dropout=cfg.dropout)
         self._init_weights()
+        convs_to_channels_last(self)  # the activations' layout too (forward); see avsf.models.blocks
 
     def _build_audio_visual(self, cfg: ModelConfig, geo: Geometry) -> None:
         if not cfg.av_fusion_stages and not cfg.pool5_fusion and not cfg.avs_stages:
@@ -352,8 +355,8 @@ class AVSlowFast(nn.Module):
         # a pretrain model also scores AVS in eval (validation of the pretext task)
         use_avs = (self.training or c.task == "pretrain") and len(self.avs) > 0 and "audio_neg" in batch
 
-        s = batch["slow"] if self.has_visual else None
-        f = batch["fast"] if self.has_visual else None
+        s = channels_last(batch["slow"]) if self.has_visual else None
+        f = channels_last(batch["fast"]) if self.has_visual else None
         a = None
         if self.has_audio:
             # Batch layout for AVS: rows [0, N) aligned audio, rows [N, 2N) the negatives.
@@ -372,12 +375,14 @@ class AVSlowFast(nn.Module):
                 visual = torch.cat([_pool(s), _pool(f)], dim=1)
                 avs_feats[st] = (visual, _pool(a), not audio_reached_visual)
             lateral = self.av[junction] if junction in self.av else None
+            # the aligned audio, rows [0, N) (a slice's backward allocates and copies: skip it without negatives)
+            aligned = a if a is None or a.shape[0] == n else a[:n]
             if lateral is not None and c.av_lateral == "a_f_s":
-                f = f + gate * lateral(a[:n], f)
+                f = f + gate * lateral(aligned, f)
             if junction in self.fs:
-                s = torch.cat([s, self.fs[junction](f)], dim=1)
+                s = cat_channels([s, self.fs[junction](f)])
             if lateral is not None and c.av_lateral != "a_f_s":
-                s = s + gate * lateral(a[:n], s)
+                s = s + gate * lateral(aligned, s)
             if lateral is not None and not drop:
                 audio_reached_visual = True
 
@@ -387,11 +392,11 @@ class AVSlowFast(nn.Module):
         if self.has_visual:
             pooled += [_pool(s), _pool(f)]
         if c.task == "detect":
-            out = self.head(visual=[s, f], audio=_pool(a[:n]) * head_gate if use_audio_head else None,
+            out = self.head(visual=[s, f], audio=_pool(a)[:n] * head_gate if use_audio_head else None,
                             boxes=batch["boxes"], spatial_scale=s.shape[-1] / batch["slow"].shape[-1])
         else:
             if use_audio_head:
-                pooled.append(_pool(a[:n]) * head_gate)
+                pooled.append(_pool(a)[:n] * head_gate)  # pooled, then sliced: the gradient keeps its layout
             out = self.head(torch.cat(pooled, dim=1)) if self.head is not None else {}
         if self.rot_head is not None:  # self-supervised block: rotation logits from the visual features
             out["rot_logits"] = self.rot_head(torch.cat(pooled[:2], dim=1))
@@ -427,7 +432,31 @@ class AVSlowFast(nn.Module):
 
 def _pool(x: torch.Tensor) -> torch.Tensor:
     """Global average over every axis after channels: [N, C, ...] -> [N, C]."""
-    return x.flatten(2).mean(dim=2)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _GlobalAverage.apply(x)
+    return x.mean(dim=tuple(range(2, x.dim())))
+
+
+class _GlobalAverage(torch.autograd.Function):
+    """``x.mean`` over every axis after channels whose gradient has `x`'s memory format.
+
+    Autograd's mean gives a gradient in the default layout; summed with the channels-last
+    gradient from the layers above (an AVS stage's pooled features, the head's), it turned the
+    whole backward pass below into the default layout, every layer converting on the fly. The
+    values are autograd's: the incoming gradient divided by the count, broadcast."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.shape = x.shape
+        ctx.channels_last = is_channels_last(x)
+        return x.mean(dim=tuple(range(2, x.dim())))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        shape = ctx.shape
+        count = math.prod(shape[2:])
+        spread = grad.reshape(*grad.shape, *([1] * (len(shape) - 2))).expand(shape) / count
+        return channels_last(spread) if ctx.channels_last else spread.contiguous()
 
 
 class LateFusion(nn.Module):
