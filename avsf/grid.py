@@ -214,7 +214,7 @@ def run_grid(grid: Grid, *, backend: str, sweep_dir: str | Path, cluster: str | 
     TimeoutError after ``timeout_s`` (None: no limit) with runs still pending or running.
     Progress goes to ``out`` (default stderr), each line starting with ``[label]``.
     """
-    launch._check_backend(backend)
+    launch.check_backend(backend)
     profile = cluster if isinstance(cluster, launch.ClusterProfile) else launch.load_cluster(cluster)
     sweep_dir = Path(sweep_dir).resolve()
     label = label or grid.experiment

@@ -576,7 +576,8 @@ class SubmitReport:
                 f"pending/running {len(self.active)}, failed (not retried) {len(self.failed)}")
 
 
-def _check_backend(backend: str) -> None:
+def check_backend(backend: str) -> None:
+    """UserError naming the known backends unless `backend` is one of them."""
     if backend not in BACKENDS:
         raise UserError(f"backend {backend!r} is not known; choose one of {', '.join(BACKENDS)}")
 
@@ -636,7 +637,7 @@ def submit(configs: Sequence[RunConfig], *, backend: str, sweep_dir: str | os.Pa
     """
     from filelock import FileLock, Timeout
 
-    _check_backend(backend)
+    check_backend(backend)
     after = [str(j) for j in after]
     if after and backend != "slurm":
         raise UserError(f"job dependencies (after={after}) need the slurm backend; on {backend!r} submit "

@@ -290,9 +290,8 @@ def test_sweep_cli_submits_an_experiment_once(tmp_path, capsys):
     from avsf.experiments import get_grid
 
     args = ["sweep", "ablate_droppath", "--backend", "debug", "--scale", "smoke", "--out", str(tmp_path),
-            "--job-fn", FAKE_JOB, "--set", "solver.epochs=2", "--set", "solver.base_lr=0"]
-    grid = [c.with_overrides(["solver.epochs=2", "solver.base_lr=0"])
-            for c in get_grid("ablate_droppath", scale="smoke", seeds=[0])]
+            "--seeds", "0,1", "--job-fn", FAKE_JOB, "--set", "solver.epochs=2", "--set", "solver.base_lr=0"]
+    grid = get_grid("ablate_droppath", scale="smoke", seeds=[0, 1], overrides=["solver.epochs=2", "solver.base_lr=0"])
     assert main(args + ["--dry-run"]) == 0
     listed = capsys.readouterr().out.split()
     assert listed == [str(launch.run_dir_for(c, tmp_path)) for c in grid] and not list(tmp_path.iterdir())
