@@ -78,7 +78,9 @@ class Grid:
             configs.setdefault(run_name(e.config), e.config)
         runs = [GridRun(name, cfg, tuple(p for p in [cfg.model.init_from] if p in configs and p != name))
                 for name, cfg in configs.items()]
-        return cls(experiment, list(entries), runs)
+        grid = cls(experiment, list(entries), runs)
+        grid.runs = [r for level in grid.levels() for r in level]  # every source before its dependents
+        return grid
 
     @property
     def names(self) -> list[str]:
@@ -236,18 +238,25 @@ def run_grid(grid: Grid, *, backend: str, sweep_dir: str | Path, cluster: str | 
         sources = sorted({p for r in level for p in r.after})
         states = _states(sweep_dir, sources + [r.name for r in level])
         groups: dict[tuple[str, ...], list[RunConfig]] = {}
+
+        def state(name: str):
+            return states.loc[name] if states is not None and name in states.index else None
+
         for r in level:
-            own = states.loc[r.name, "state"] if states is not None and r.name in states.index else "new"
+            own = state(r.name)
             after: list[str] = []
-            if own not in ("done", "pending", "running") and not (own == "failed" and not retry_failed):
-                for p in r.after:  # the launcher would (re)submit this run: where do its sources stand?
-                    if p in not_run:
-                        not_run[r.name] = f"{NOT_RUN}: it starts from {p}, which was not run"
-                    elif states is None or p not in states.index or states.loc[p, "state"] == "failed":
-                        reason = states.loc[p, "reason"] if states is not None and p in states.index else "not submitted"
-                        not_run[r.name] = f"{NOT_RUN}: it starts from {p}, which failed ({reason})"
-                    elif states.loc[p, "state"] != "done":  # only Slurm gets here: the local backends waited
-                        after.append(str(states.loc[p, "job_id"]))
+            if own is None or (own["state"] == "failed" and retry_failed):  # the launcher will submit it
+                for p in r.after:  # where do the runs it starts from stand?
+                    src = state(p)
+                    if p in not_run or src is None or src["state"] == "failed":
+                        why = "was not run" if p in not_run or src is None else f"failed ({src['reason']})"
+                        not_run[r.name] = f"{NOT_RUN}: it starts from {p}, which {why}"
+                        break
+                    if src["state"] != "done":  # only on Slurm: the local backends waited for it
+                        if not src["job_id"]:  # another process is submitting it right now
+                            not_run[r.name] = f"{NOT_RUN}: it starts from {p}, which is being submitted; run again"
+                            break
+                        after.append(str(src["job_id"]))
             if r.name not in not_run:
                 groups.setdefault(tuple(after), []).append(r.config)
         for after, configs in groups.items():
@@ -260,26 +269,26 @@ def run_grid(grid: Grid, *, backend: str, sweep_dir: str | Path, cluster: str | 
             wait_for(submitted)
     if wait and submitted:
         wait_for(submitted)
-    return _outcome(grid, sweep_dir, not_run)
+    return outcome(grid, sweep_dir)
 
 
-def _outcome(grid: Grid, sweep_dir: Path, not_run: dict[str, str]) -> GridOutcome:
-    states = _states(sweep_dir, [n for n in grid.names if n not in not_run])
+def outcome(grid: Grid, sweep_dir: str | Path) -> GridOutcome:
+    """Where ``grid`` stands in ``sweep_dir``, from the run files and the scheduler: each run's
+    state and each failed run's one-line reason. A run whose source run failed was never
+    submitted (local, debug) or was cancelled by Slurm: its state is "not run"; a run without a
+    directory whose sources did not fail is "not submitted"."""
+    sweep_dir = Path(sweep_dir).resolve()
+    states = _states(sweep_dir, grid.names) if sweep_dir.is_dir() else None
     by_name = {r.name: r for r in grid.runs}
     out_states: dict[str, str] = {}
     failures: dict[str, str] = {}
-    for r in grid.runs:  # in the grid's order: a source's state is known before its dependents'
-        if r.name in not_run:
-            out_states[r.name], failures[r.name] = NOT_RUN, not_run[r.name]
-            continue
+    for r in grid.runs:  # in dependency order: a source's state is known before its dependents'
         row = states.loc[r.name] if states is not None and r.name in states.index else None
-        state = "failed" if row is None else str(row["state"])
+        state = "not submitted" if row is None else str(row["state"])
+        source = next((p for p in by_name[r.name].after if out_states.get(p) in ("failed", NOT_RUN)), None)
+        if source is not None and (row is None or (state == "failed" and not row["attempts"])):
+            state, failures[r.name] = NOT_RUN, f"{NOT_RUN}: it starts from {source}, which failed ({failures[source]})"
+        elif state == "failed":
+            failures[r.name] = str(row["reason"])
         out_states[r.name] = state
-        if state != "failed":
-            continue
-        failed_source = next((p for p in by_name[r.name].after if out_states.get(p) in ("failed", NOT_RUN)), None)
-        if failed_source is not None and (row is None or not row["attempts"]):  # Slurm cancelled it
-            failures[r.name] = f"{NOT_RUN}: it starts from {failed_source}, which failed"
-        else:
-            failures[r.name] = "never submitted" if row is None else str(row["reason"])
     return GridOutcome(grid=grid, sweep_dir=sweep_dir, states=out_states, failures=failures)
