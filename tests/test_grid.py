@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from avsf import grid as G
-from avsf import launch
 from avsf.cli import main
 from avsf.errors import UserError
 from avsf.experiments import get_grid
