@@ -26,10 +26,8 @@ DROPPATHWAY_MODES = ("laterals", "pathway")
 AUDIO_TF_BLOCKS = ("concat", "sum", "none")
 HEADS = ("softmax", "sigmoid", "epic")
 TASKS = ("classify", "detect", "pretrain")  # detect: the AVA detector of appendix A.7; pretrain: pretext tasks only
-# --- self-supervised block (see ModelConfig) ---
-PRETEXTS = ("avs", "rot")
-FREEZE_MODES = ("none", "backbone")
-# --- end self-supervised block ---
+PRETEXTS = ("avs", "rot")  # task "pretrain"
+FREEZE_MODES = ("none", "backbone")  # transfer
 ROI_POOLS = ("max", "avg")
 AVA_VERSIONS = ("v2.1", "v2.2")
 AVA_BOX_SOURCES = ("gt", "proposals")
@@ -84,12 +82,12 @@ class ModelConfig:
     # what the network is trained for: one of TASKS. "classify": a label per clip; "detect": actions
     # per person box (AVA); "pretrain": self-supervised pretext tasks only, no labels
     task: str = "classify"
-    # --- self-supervised pretraining and transfer (Table 8, A.1, A.2; avsf/engine/ssl.py) ---
+    # --- Pretraining (task "pretrain"; avsf/engine/tasks/pretrain.py) and transfer (any task;
+    # avsf/engine/transfer.py): Table 8, A.1, A.2, and Table 7's detectors from Kinetics ---------
     pretext: tuple[str, ...] = ()  # task "pretrain": any of PRETEXTS ("avs": audiovisual sync, "rot": rotation)
     rot_weight: float = 1.0  # weight of the rotation cross-entropy in the pretext loss
     init_from: str = ""  # run dir (its newest valid checkpoint) or checkpoint file; relative = beside this run dir
     freeze: str = "none"  # one of FREEZE_MODES: "none" (train all layers) or "backbone" (linear probe)
-    # --- end self-supervised block ---
     # --- Detection (AVA, appendix A.7; see avsf.models.heads.DetectionHead) ---------------
     res5_dilation: int = 2  # detect: Slow/Fast res5 with spatial stride 1 and this dilation
     roi_resolution: int = 7  # detect: RoIAlign output size (PySlowFast POOLER_RESOLUTION)
@@ -346,12 +344,12 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_choice(cfg.device, ("auto", "cpu", "cuda"), "device")
     if s.batch_size < 1:
         raise ConfigError(f"solver.batch_size={s.batch_size} must be at least 1")
-    _validate_ssl(cfg)
+    _check_pretrain_and_transfer(cfg)
     return cfg
 
 
-# --- self-supervised block: pretext pretraining and transfer --------------------------
-def _validate_ssl(cfg: RunConfig) -> None:
+def _check_pretrain_and_transfer(cfg: RunConfig) -> None:
+    """The pretraining and transfer block of ModelConfig (task, pretext, rot_weight, freeze)."""
     m = cfg.model
     _check_choice(m.task, TASKS, "model.task")
     if m.freeze == "backbone" and cfg.solver.precise_bn:
@@ -386,7 +384,8 @@ def _validate_ssl(cfg: RunConfig) -> None:
     if m.freeze != "none":
         raise ConfigError("model.freeze=backbone is for transfer (a linear probe); a pretrain run trains "
                           "its backbone: use model.freeze=none")
-# --- end self-supervised block ---
+
+
 def _check_detection(m: ModelConfig, d: DataConfig) -> None:
     """The detection (AVA) block of ModelConfig and DataConfig."""
     _check_choice(m.task, TASKS, "model.task")

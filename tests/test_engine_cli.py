@@ -57,3 +57,9 @@ def test_run_dir_with_another_config_is_refused_unless_fresh(capsys, tmp_path, m
     again = json.loads(capsys.readouterr().out)
     saved = json.loads((tmp_path / "run" / "final.json").read_text())
     assert again["top1"] == saved["top1"] and again["seed"] == 5
+    # what the numbers may depend on besides the config: the torch build, the CPU, the thread count (issue 17)
+    import torch
+
+    env = saved["environment"]
+    assert env["torch"] == torch.__version__ and env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert 1 <= env["torch_threads"] <= torch.get_num_threads() and env["cpu"]

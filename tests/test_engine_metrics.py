@@ -8,7 +8,7 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from avsf.engine import metrics as M
-from avsf.engine.evaluate import summarize
+from avsf.engine.tasks.classify import summarize
 
 
 def _rand(*shape, seed=0):

@@ -192,7 +192,7 @@ def test_timestamps_never_pass_the_clip_end():
 def test_ava_detectors_start_from_their_kinetics_rows_and_the_backbones_match(scale):
     """A.7: the detectors are fine-tuned from Kinetics. Each detector row names its Kinetics row's
     run dir in model.init_from, and that model's backbone has exactly the detector's tensors."""
-    from avsf.engine.ssl import backbone_state
+    from avsf.engine.transfer import backbone_state
     from avsf.models import build_model
 
     roots = {"ava": "/", "kinetics": "/"} if scale == "paper" else None

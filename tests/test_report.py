@@ -193,7 +193,7 @@ def test_collect_reads_the_names_the_evaluator_writes():
     evaluator writes for its head (no alias table in between)."""
     import torch
 
-    from avsf.engine.evaluate import summarize as evaluate_summary
+    from avsf.engine.tasks.classify import summarize as evaluate_summary
 
     vid = torch.arange(4)
     labels = torch.tensor([0, 1, 2, 0])
@@ -203,7 +203,7 @@ def test_collect_reads_the_names_the_evaluator_writes():
                                     head="sigmoid"))
     written |= set(evaluate_summary({"video_index": vid, "verb_scores": scores, "noun_scores": scores,
                                      "verb": labels, "noun": labels}, head="epic"))
-    written |= {"rot_top1", "loss_rot", "loss_avs"}  # avsf.engine.ssl.evaluate_pretext (pretrain runs)
+    written |= {"rot_top1", "loss_rot", "loss_avs"}  # avsf.engine.tasks.pretrain.PretrainTask.evaluate
     for name in E.list_experiments():
         missing = set(E.get_experiment(name).metrics) - written
         assert not missing, f"{name}: {missing} is never written to final.json"

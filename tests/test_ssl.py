@@ -10,7 +10,9 @@ import torch
 from avsf import experiments as E
 from avsf.config import ConfigError
 from avsf.data.synthetic import views as V
-from avsf.engine import ssl
+from avsf.engine import transfer
+from avsf.engine.tasks import pretrain as P
+from avsf.engine.tasks import task_for
 from avsf.engine.checkpoint import save_checkpoint
 from avsf.engine.optim import build_optimizer
 from avsf.errors import UserError
@@ -36,7 +38,7 @@ def test_rotation_is_rot90_of_every_frame_of_both_pathways():
     batch = {"slow": torch.randn(4, 3, 2, 8, 8, generator=g), "fast": torch.randn(4, 3, 8, 8, 8, generator=g),
              "audio": torch.randn(4, 1, 16, 10, generator=g)}
     labels = torch.tensor([0, 1, 2, 3])
-    out = ssl.rotate_clips(batch, labels)
+    out = P.rotate_clips(batch, labels)
     assert torch.equal(out["rot_label"], labels)
     assert torch.equal(out["audio"], batch["audio"])  # audio untouched
     for key in ("slow", "fast"):
@@ -48,9 +50,9 @@ def test_rotation_is_rot90_of_every_frame_of_both_pathways():
 
 
 def test_rotations_are_a_function_of_seed_and_step():
-    a = ssl.draw_rotations(64, seed=3, step=10)
-    assert torch.equal(a, ssl.draw_rotations(64, seed=3, step=10))
-    assert not torch.equal(a, ssl.draw_rotations(64, seed=3, step=11))
+    a = P.draw_rotations(64, seed=3, step=10)
+    assert torch.equal(a, P.draw_rotations(64, seed=3, step=10))
+    assert not torch.equal(a, P.draw_rotations(64, seed=3, step=11))
     assert set(a.tolist()) == {0, 1, 2, 3}
 
 
@@ -62,11 +64,12 @@ def test_rotation_loss_decreases_on_a_tiny_overfit_batch(one_torch_thread):
     x = example_inputs(cfg.model, crop=32, batch=2, generator=torch.Generator().manual_seed(1))
     ramp = torch.linspace(-2, 2, 32).view(1, 1, 1, 32, 1)  # an orientation to see
     clips = {k: torch.cat([v + ramp] * 4) for k, v in x.items()}
-    batch = ssl.rotate_clips(clips, torch.arange(4).repeat_interleave(2))
+    batch = P.rotate_clips(clips, torch.arange(4).repeat_interleave(2))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     losses = []
     for _ in range(12):
-        loss, stats, hits = ssl.pretext_loss(model(batch), batch, cfg)
+        step = task_for(cfg).loss(model(batch), batch)
+        loss, stats = step.loss, step.logs
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -120,9 +123,9 @@ def test_init_from_loads_exactly_the_backbone_and_skips_the_heads(tmp_path):
     torch.manual_seed(2)
     model = build_model(cfg.model)
     head_before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("head.")}
-    source = ssl.apply_transfer(model, cfg, tmp_path / "probe-run")  # relative: beside the probe run
+    source = transfer.apply_transfer(model, cfg, tmp_path / "probe-run")  # relative: beside the probe run
     assert source["path"] == str(path) and source["step"] == 7 and source["config_hash"] == "abc123"
-    assert json.loads((tmp_path / "probe-run" / ssl.INIT_RECORD).read_text())["path"] == str(path)
+    assert json.loads((tmp_path / "probe-run" / transfer.INIT_RECORD).read_text())["path"] == str(path)
     mine, theirs = model.state_dict(), pre.state_dict()
     backbone = [k for k in mine if not k.startswith("head.")]
     assert backbone and source["tensors_loaded"] == len(backbone)
@@ -133,7 +136,7 @@ def test_init_from_loads_exactly_the_backbone_and_skips_the_heads(tmp_path):
     assert any(k.startswith("rot_head.") for k in theirs) and any(k.startswith("avs.") for k in theirs)
     # a checkpoint file works as well
     other = build_model(cfg.model)
-    ssl.apply_transfer(other, cfg.with_overrides([f"model.init_from={path}"]), tmp_path / "x")
+    transfer.apply_transfer(other, cfg.with_overrides([f"model.init_from={path}"]), tmp_path / "x")
     assert torch.equal(other.state_dict()[backbone[0]], theirs[backbone[0]])
 
 
@@ -141,7 +144,7 @@ def test_freeze_backbone_trains_only_the_classifier_with_bn_in_eval(tmp_path, on
     _, run, _ = _pretrained(tmp_path)
     cfg = _cfg("avslowfast_tiny", "model.avs_stages=[]", f"model.init_from={run}", "model.freeze=backbone")
     model = build_model(cfg.model)
-    ssl.apply_transfer(model, cfg, tmp_path / "probe-run")
+    transfer.apply_transfer(model, cfg, tmp_path / "probe-run")
     opt = build_optimizer(model, cfg.solver)
     trainable = [p for g in opt.param_groups for p in g["params"]]
     assert {id(p) for p in trainable} == {id(model.head.fc.weight), id(model.head.fc.bias)}
@@ -170,21 +173,21 @@ def test_init_from_errors_name_the_problem(tmp_path):
     cfg = _cfg("avslowfast_tiny", "model.avs_stages=[]")
     model = build_model(cfg.model)
     with pytest.raises(UserError, match="does not exist.*relative paths resolve against"):
-        ssl.apply_transfer(model, cfg.with_overrides(["model.init_from=nope"]), tmp_path / "run")
+        transfer.apply_transfer(model, cfg.with_overrides(["model.init_from=nope"]), tmp_path / "run")
     (tmp_path / "empty-run").mkdir()
     with pytest.raises(UserError, match="has no valid checkpoint yet"):
-        ssl.apply_transfer(model, cfg.with_overrides(["model.init_from=empty-run"]), tmp_path / "run")
+        transfer.apply_transfer(model, cfg.with_overrides(["model.init_from=empty-run"]), tmp_path / "run")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="not a readable avsf checkpoint"):
-        ssl.apply_transfer(model, cfg.with_overrides([f"model.init_from={bad}"]), tmp_path / "run")
+        transfer.apply_transfer(model, cfg.with_overrides([f"model.init_from={bad}"]), tmp_path / "run")
     _, run, _ = _pretrained(tmp_path, "avslowfast_pretrain_tiny", "model.width=8")
     with pytest.raises(UserError, match=r"shape mismatch at audio\.res2.* \(296 in all\)"):
-        ssl.apply_transfer(model, cfg.with_overrides([f"model.init_from={run}"]), tmp_path / "run")
+        transfer.apply_transfer(model, cfg.with_overrides([f"model.init_from={run}"]), tmp_path / "run")
     sf = build_model(_cfg("slowfast_pretrain_tiny").model)
     _save(sf, tmp_path / "sf-run")
     with pytest.raises(UserError, match="missing from the checkpoint: audio"):
-        ssl.apply_transfer(model, cfg.with_overrides(["model.init_from=sf-run"]), tmp_path / "run")
+        transfer.apply_transfer(model, cfg.with_overrides(["model.init_from=sf-run"]), tmp_path / "run")
 
 
 # --- data views and the grid -------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Frame-level AP at IoU 0.5, as the official AVA evaluation computes it
-(ActivityNet's ``get_ava_performance.py`` on the TF object-detection PASCAL evaluator), and
-the detector's test pass that feeds it.
+(ActivityNet's ``get_ava_performance.py`` on the TF object-detection PASCAL evaluator). The
+detector's test pass that feeds it is :class:`avsf.engine.tasks.detect.DetectionTask`.
 
 Per class, per frame (``(video_id, timestamp)``): the frame's detections of the class are
 taken in descending score order (the official code takes them in the order of the
@@ -26,11 +26,9 @@ score: the same mAP to 1e-9 (not part of the tests: the reference code is not a 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
-import torch
-from torch import nn
 
 from avsf.data.boxes import iou
 
@@ -104,48 +102,3 @@ def frame_ap(detections: Iterable[tuple[Key, int, float, Box]], groundtruth: Ite
     if not aps:
         raise ValueError("no evaluated class has a ground-truth box: frame AP is undefined")
     return 100.0 * float(np.mean(list(aps.values()))), aps
-
-
-@torch.no_grad()
-def evaluate_detection(model: nn.Module, dataset: Any, *, cfg, device: torch.device, rank: int = 0,
-                       world_size: int = 1) -> dict[str, Any]:
-    """Score every box of every keyframe of an AVA dataset, then frame AP against its
-    ground truth. Returns {"map", "per_class_ap" {class name: AP %}, "num_videos",
-    "views_per_video", "num_keyframes", "num_boxes"}."""
-    from avsf.engine import distributed as ddp
-    from avsf.engine import runtime
-    from avsf.errors import UserError
-
-    was_training = model.training
-    model.eval()
-    loader = runtime.build_loader(dataset, batch_size=cfg.solver.batch_size, num_workers=cfg.data.num_workers,
-                                  shuffle=False, seed=cfg.seed, epoch=0, rank=rank, world_size=world_size,
-                                  drop_last=False)
-    parts: dict[str, list[torch.Tensor]] = defaultdict(list)
-    for batch in loader:
-        batch = runtime.batch_to_device(batch, cfg, device)
-        with runtime.autocast(device, bf16=cfg.bf16):
-            logits = model(batch)["logits"]
-        parts["scores"].append(logits.float().sigmoid().cpu())
-        parts["item"].append(batch["box_item"].cpu())
-        parts["slot"].append(batch["box_slot"].cpu())
-    model.train(was_training)
-    local = {k: torch.cat(v) for k, v in parts.items()}
-    gathered = [g for g in ddp.all_gather_objects(local) if g]
-    if not gathered:
-        raise UserError("the AVA evaluation split has no box to score")
-    merged = {k: torch.cat([g[k] for g in gathered]) for k in gathered[0]}
-    seen: set[tuple[int, int]] = set()  # a sharded loader may repeat items to pad ranks
-    detections = []
-    for scores, item, slot in zip(merged["scores"].numpy(), merged["item"].tolist(), merged["slot"].tolist()):
-        if (item, slot) in seen:
-            continue
-        seen.add((item, slot))
-        kf = dataset.keyframes[item]
-        key, box = (kf.video, kf.timestamp), tuple(float(x) for x in kf.boxes[slot])
-        detections += [(key, c, float(s), box) for c, s in enumerate(scores)]
-    k = len(dataset.class_names)
-    mean_ap, aps = frame_ap(detections, dataset.groundtruth, classes=range(k), excluded=dataset.excluded)
-    return {"map": mean_ap, "per_class_ap": {dataset.class_names[c]: 100.0 * ap for c, ap in aps.items()},
-            "num_videos": len({kf.video for kf in dataset.keyframes}), "views_per_video": 1,
-            "num_keyframes": len({item for item, _ in seen}), "num_boxes": len(seen)}

@@ -6,6 +6,11 @@ stopped. Everything random is a function of (seed, epoch, step, rank) or is rest
 checkpoint, so an interrupted-and-resumed CPU run ends with the same weights, bit for bit, as
 an uninterrupted one.
 
+What differs between classification, detection and pretraining (the batch, the loss, the
+evaluation, the final split) is the run's task's (:mod:`avsf.engine.tasks`): the loop below is
+the same for all of them. Transfer (``model.init_from``, ``model.freeze``) applies to any task
+(:mod:`avsf.engine.transfer`).
+
 Preemption: ``request_stop()`` (or setting the ``stop_event`` passed to ``train``) makes the
 run write a checkpoint after the current step and return ``{"status": "stopped", ...}``.
 """
@@ -28,15 +33,16 @@ from torch import nn
 from avsf.config import RunConfig
 from avsf.engine import distributed as ddp
 from avsf.engine import runtime
-from avsf.engine import ssl  # self-supervised pretraining and transfer
 from avsf.engine.checkpoint import capture_rng_state, load_checkpoint, load_latest, restore_rng_state, save_checkpoint
-from avsf.engine.evaluate import evaluate_model, headline, write_final
+from avsf.engine.evaluate import write_final
 from avsf.engine.io import atomic_write_json, write_jsonl
-from avsf.engine.losses import batch_top1_hits, task_loss
 from avsf.engine.optim import build_optimizer, set_lr
 from avsf.engine.precise_bn import update_bn_stats
 from avsf.engine.schedules import build_schedule
+from avsf.engine.tasks import task_for
+from avsf.engine.transfer import apply_transfer
 from avsf.errors import UserError
+from avsf.models.droppathway import can_drop, draw_droppathway
 from avsf.portable import hash_form
 
 log = logging.getLogger("avsf.engine")
@@ -66,7 +72,7 @@ class EpochMeter:
     loss: float = 0.0
     task: float = 0.0
     avs: float = 0.0
-    avs_stages: dict[str, float] = field(default_factory=dict)
+    avs_stages: dict[str, float] = field(default_factory=dict)  # sums of the AVS stage losses and the task's logs
     hits: int = 0
     train_time_s: float = 0.0  # in the training step (compute)
     data_wait_s: float = 0.0  # blocked on the loader for the next batch
@@ -142,6 +148,7 @@ class Trainer:
         torch.manual_seed(runtime.derive_seed(cfg.seed, "init"))
         self.train_set = runtime.build_dataset(cfg, "train")
         self.cfg = cfg = runtime.resolve_config(cfg, self.train_set)
+        self.task = task_for(cfg)
         _check_run_dir(run_dir, cfg)
         if info.is_main:
             atomic_write_json(run_dir / "config.json", cfg.to_dict())
@@ -150,13 +157,13 @@ class Trainer:
         model = runtime.build_model(cfg).to(device)
         if device.type == "cuda":
             runtime.to_channels_last(model)
-        # self-supervised block: transfer (model.init_from, model.freeze) before the optimiser sees the params
-        self.init_source = ssl.apply_transfer(model, cfg, run_dir, is_main=info.is_main)
+        # transfer (model.init_from, model.freeze) before the optimiser sees the params
+        self.init_source = apply_transfer(model, cfg, run_dir, is_main=info.is_main)
         self.model = model
         if info.world_size > 1:
             self.model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=cfg.model.droppathway_mode == "pathway" and cfg.model.droppathway_rate > 0)
+                find_unused_parameters=cfg.model.droppathway_mode == "pathway" and can_drop(cfg.model))
         self.optimizer = build_optimizer(model, cfg.solver)
         # bf16 needs no loss scaling; the scaler is kept (disabled) so fp16 could be added later
         self.scaler = torch.amp.GradScaler("cuda", enabled=False)
@@ -169,6 +176,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.wall_time_s = 0.0  # summed over all sessions of this run
         self.precise_bn_done = False
+        self._eval_sets: dict[str, Any] = {}
         self._resume()
 
     # --- data ---------------------------------------------------------------------------
@@ -227,11 +235,8 @@ class Trainer:
     # --- one step -----------------------------------------------------------------------
     def _drop_audio(self) -> bool:
         """The DropPathway draw of this step: the same on every rank and after a resume."""
-        m = self.cfg.model
-        if m.droppathway_rate <= 0 or m.arch not in ("avslowfast",):
-            return False
         g = torch.Generator().manual_seed(runtime.derive_seed(self.cfg.seed, "droppathway", self.step))
-        return bool(torch.rand((), generator=g).item() < m.droppathway_rate)
+        return draw_droppathway(self.cfg.model, generator=g)
 
     def _train_step(self, batch: dict[str, Any]) -> tuple[float, dict[str, Any]]:
         cfg = self.cfg
@@ -239,18 +244,12 @@ class Trainer:
         set_lr(self.optimizer, lr)
         # dropout and anything else drawing from torch's RNG: a function of (seed, step, rank)
         torch.manual_seed(runtime.derive_seed(cfg.seed, "step", self.step, self.info.rank))
-        batch = runtime.batch_to_device(batch, cfg, self.device)
-        pretrain = ssl.is_pretrain(cfg)  # self-supervised block: rotate the clips of this step
-        if pretrain:
-            batch = ssl.prepare_pretext_batch(batch, cfg, step=self.step, rank=self.info.rank)
+        batch = self.task.prepare_batch(batch, device=self.device, step=self.step, rank=self.info.rank)
         with runtime.autocast(self.device, bf16=cfg.bf16):
             outputs = self.model(batch, drop_audio=self._drop_audio())
-        if pretrain:  # the pretext loss replaces the task loss; AVS is added below as in supervised runs
-            loss_task, pretext_stats, hits = ssl.pretext_loss(outputs, batch, cfg)
-        else:
-            loss_task = task_loss(outputs, batch, head=cfg.model.head)
-        loss = loss_task
-        avs = outputs.get("avs_loss")
+        task = self.task.loss(outputs, batch)
+        loss = task.loss
+        avs = outputs.get("avs_loss")  # any task's AVSlowFast with AVS on
         if avs is not None:
             loss = loss + avs.float()
         if not torch.isfinite(loss):
@@ -259,15 +258,11 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         stages = {k: float(v.detach()) for k, v in outputs.items() if k.startswith("avs_loss/")}
-        if pretrain:  # logged as train_loss_rot, train_rot_top1 (step means); train_top1 = rotation top-1
-            stages.update(pretext_stats)
-        else:
-            hits = batch_top1_hits(outputs, batch, head=cfg.model.head)
+        stages.update(task.logs)  # step means in the epoch line, as train_<name>
         clips = int(next(v for v in batch.values() if isinstance(v, torch.Tensor)).shape[0])
         loss_value = float(loss.detach())
-        self.meter.add(clips=clips, loss=loss_value, task=float(loss_task.detach()),
-                       avs=None if avs is None else float(avs.detach()), stages=stages,
-                       hits=hits)
+        self.meter.add(clips=clips, loss=loss_value, task=float(task.loss.detach()),
+                       avs=None if avs is None else float(avs.detach()), stages=stages, hits=task.hits)
         return lr, {"loss": loss_value, "clips": clips}
 
     # --- the loop -----------------------------------------------------------------------
@@ -285,15 +280,8 @@ class Trainer:
         clips = int(ddp.all_reduce_sum(local.to(self.device)).item())
         record["clips_per_s"] = round(clips / max(epoch_time, 1e-9), 3)
         record.update(self.meter.timing())
-        if cfg.eval_every > 0 and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.solver.epochs) \
-                and ssl.is_pretrain(cfg):  # self-supervised block: pretext metrics on val
-            val = ssl.evaluate_pretext(_unwrap(self.model), cfg, split="val", device=self.device, rank=self.info.rank,
-                                       world_size=self.info.world_size, dataset=self._val_set())
-            record.update({f"val_{k}": round(v, 6) for k, v in val.items()})
-        elif cfg.eval_every > 0 and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.solver.epochs):
-            val = evaluate_model(_unwrap(self.model), cfg, split="val", device=self.device, rank=self.info.rank,
-                                 world_size=self.info.world_size, dataset=self._val_set())
-            record.update(headline(val, prefix="val"))
+        if cfg.eval_every > 0 and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.solver.epochs):
+            record.update(self.task.headline(self._evaluate("val"), prefix="val"))
         record["wall_time_s"] = round(self.wall_time_s + time.perf_counter() - self._t_session, 3)
         record["peak_mem_mb"] = round(runtime.peak_memory_mb(self.device), 1)
         self.history.append(record)
@@ -304,10 +292,12 @@ class Trainer:
             log.info("epoch %d: %s", self.epoch, ", ".join(f"{k} {v}" for k, v in record.items()
                                                             if k not in ("kind", "epoch")))
 
-    def _val_set(self):
-        if not hasattr(self, "_val"):
-            self._val = runtime.build_dataset(self.cfg, "val")
-        return self._val
+    def _evaluate(self, split: str) -> dict[str, Any]:
+        """The task's metrics of the current weights on `split` (its dataset built once)."""
+        if split not in self._eval_sets:
+            self._eval_sets[split] = runtime.build_dataset(self.cfg, split)
+        return self.task.evaluate(_unwrap(self.model), self._eval_sets[split], device=self.device,
+                                  rank=self.info.rank, world_size=self.info.world_size)
 
     def fit(self) -> bool:
         """Train to the last epoch; False if a stop was requested (a checkpoint was written)."""
@@ -362,52 +352,31 @@ class Trainer:
         self._save()
 
     def test(self) -> dict[str, Any]:
-        if ssl.is_pretrain(self.cfg):
-            return self._test_pretext()
+        """The task's final metrics (on its final split: test, or val for pretraining) into
+        final.json and a last ``"kind": "test"`` line of metrics.jsonl."""
         t0 = time.perf_counter()
-        metrics = evaluate_model(_unwrap(self.model), self.cfg, split="test", device=self.device, rank=self.info.rank,
-                                 world_size=self.info.world_size)
+        split = self.task.final_split
+        last = self.history[-1] if self.history else {}
+        metrics = None
+        if last.get("epoch") == self.epoch and not self.cfg.solver.precise_bn:
+            # the last epoch was just evaluated on this split with these very weights: the same numbers
+            metrics = self.task.metrics_from_headline(last, prefix=split)
+        if metrics is None:
+            metrics = self._evaluate(split)
         final: dict[str, Any] = {}
         if self.info.is_main:
-            last = self.history[-1] if self.history else {}
-            final = write_final(self.run_dir, self.cfg, metrics, step=self.step, epochs=self.epoch,
-                                train_wall_time_s=last.get("wall_time_s"),
+            final = write_final(self.run_dir, self.cfg, metrics, split=split, **self.task.final_fields(),
+                                step=self.step, epochs=self.epoch, train_wall_time_s=last.get("wall_time_s"),
                                 test_wall_time_s=round(time.perf_counter() - t0, 3),
                                 world_size=self.info.world_size, device=str(self.device.type),
                                 **({"init_from": self.init_source} if self.init_source else {}))
-            test_line = {"kind": "test", "epoch": self.epoch, "step": self.step, **headline(metrics, prefix="test")}
+            line = self.task.headline(metrics, prefix=split)
+            # the test line names its split when it is not the test split
+            test_line = {"kind": "test", **({"split": split} if split != "test" else {}), "epoch": self.epoch,
+                         "step": self.step, **line}
             write_jsonl(self.run_dir / "metrics.jsonl", self.history + [test_line])
-            log.info("test: %s", ", ".join(f"{k} {v:.2f}" for k, v in headline(metrics, prefix="test").items()))
+            log.info("%s: %s", split, ", ".join(f"{k} {v:.4g}" for k, v in line.items()))
         return ddp.broadcast_object(final)
-
-
-    # --- self-supervised block: a pretrain run has no labels to test; final.json holds the pretext
-    # metrics on the val split
-    def _test_pretext(self) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        last = self.history[-1] if self.history else {}
-        prefix = "val_"
-        if last.get("epoch") == self.epoch and any(k.startswith(prefix) for k in last) and not self.cfg.solver.precise_bn:
-            # the last epoch was just validated with these very weights: the same numbers, no second pass
-            metrics = {k[len(prefix):]: v for k, v in last.items() if k.startswith(prefix)}
-        else:
-            metrics = ssl.evaluate_pretext(_unwrap(self.model), self.cfg, split="val", device=self.device,
-                                           rank=self.info.rank, world_size=self.info.world_size,
-                                           dataset=self._val_set())
-        final: dict[str, Any] = {}
-        if self.info.is_main:
-            last = self.history[-1] if self.history else {}
-            final = write_final(self.run_dir, self.cfg, metrics, split="val", task="pretrain",
-                                pretext=list(self.cfg.model.pretext), step=self.step, epochs=self.epoch,
-                                train_wall_time_s=last.get("wall_time_s"),
-                                test_wall_time_s=round(time.perf_counter() - t0, 3),
-                                world_size=self.info.world_size, device=str(self.device.type))
-            line = {"kind": "test", "split": "val", "epoch": self.epoch, "step": self.step,
-                    **{f"val_{k}": round(v, 6) for k, v in metrics.items()}}
-            write_jsonl(self.run_dir / "metrics.jsonl", self.history + [line])
-            log.info("pretext (val): %s", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        return ddp.broadcast_object(final)
-    # --- end self-supervised block
 
 
 def train(cfg: RunConfig, run_dir: str | Path, *, fresh: bool = False,

@@ -55,6 +55,7 @@ from avsf.config import DEPTHS, ConfigError, ModelConfig
 from avsf.errors import UserError
 from avsf.models.avs import AVSProjection, margin_contrastive_loss, pair_weights
 from avsf.models.blocks import AudioResStage, AudioStem, VisualResStage, VisualStem
+from avsf.models.droppathway import draw_droppathway, has_audio_laterals
 from avsf.models.fusion import AudioLateral, AudioVisualNonLocal, FastToSlow
 from avsf.models.heads import ClassifierHead, DetectionHead, EpicHead
 
@@ -336,14 +337,12 @@ class AVSlowFast(nn.Module):
     # --- end self-supervised block
 
     def draw_drop(self, drop_audio: bool | None) -> bool:
-        """This iteration's DropPathway decision (False in eval, for a frozen backbone and for
-        models without laterals to drop)."""
-        if not self.training or self.cfg.arch != "avslowfast" or self.frozen_backbone:
+        """This iteration's DropPathway decision: `drop_audio` (the trainer's draw), or a draw
+        of :func:`~avsf.models.droppathway.draw_droppathway` when None; False in eval, for a
+        frozen backbone and for models without laterals to drop."""
+        if not self.training or self.frozen_backbone or not has_audio_laterals(self.cfg):
             return False
-        if drop_audio is not None:
-            return bool(drop_audio)
-        rate = self.cfg.droppathway_rate
-        return rate > 0 and bool(torch.rand(()) < rate)
+        return bool(drop_audio) if drop_audio is not None else draw_droppathway(self.cfg)
 
     def forward(self, batch: dict[str, torch.Tensor], *, drop_audio: bool | None = None) -> dict[str, torch.Tensor]:
         n = self._check_inputs(batch)

@@ -2,7 +2,7 @@
 
 :func:`collect_provenance` gives the git commit of the checkout (and whether its code differs
 from it), the versions of Python, torch, torchvision, torchaudio and PyAV, and the machine:
-CPU model, core count, GPU model(s) when CUDA is up. Never a host name, user name or path, so
+CPU model, core count, GPU model(s) when CUDA is up (from :mod:`avsf.fingerprint`). Never a host name, user name or path, so
 the record can be committed (``results/<nb>/provenance.json``) and the table rendered again
 from it anywhere. :func:`provenance_markdown` is the line table.md shows.
 """
@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from avsf.fingerprint import UNKNOWN, cpu_model, gpu_models
+
 PACKAGES = ("torch", "torchvision", "torchaudio", "av")  # distribution names (PyAV is "av")
-UNKNOWN = "unknown"
 # changes there are the outputs of a notebook, not its code: a table rendered into a checkout
 # whose only changes are results does not make the commit "dirty"
 OUTPUT_DIRS = ("results",)
@@ -51,30 +51,6 @@ def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
-
-
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux, else what platform says)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("model name", "Model", "Hardware") and value.strip():
-                return " ".join(value.split())
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or UNKNOWN
-
-
-def gpu_models() -> list[str]:
-    """Names of the visible CUDA devices; [] without CUDA. torch is only asked if the process
-    has imported it already (a notebook that trained has), so rendering stays light."""
-    torch = sys.modules.get("torch")
-    try:
-        if torch is None or not torch.cuda.is_available():
-            return []
-        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except Exception:  # noqa: BLE001 - a broken driver means no GPU for this record
-        return []
 
 
 def machine() -> dict[str, Any]:

@@ -508,7 +508,7 @@ class AVADataset(AVClipDataset):
     """Keyframe clips of one AVA split with their person boxes (see the module docstring).
 
     ``len`` = keyframes with at least one box; ``groundtruth``, ``excluded`` and
-    ``keyframes`` feed the evaluator (:mod:`avsf.engine.ava_eval`)."""
+    ``keyframes`` feed the evaluator (:class:`avsf.engine.tasks.detect.DetectionTask`)."""
 
     collate = staticmethod(detection_collate)  # a variable number of boxes per clip (the loader asks for it)
 

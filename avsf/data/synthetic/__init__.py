@@ -10,6 +10,8 @@ One module per thing it makes:
   :mod:`~avsf.data.synthetic.speech` (eSpeak NG, in a fresh interpreter) and
   :mod:`~avsf.data.synthetic.visuals` (MNIST sprites, their motions, the frames).
 - :mod:`~avsf.data.synthetic.media`: mp4 / mkv / webm writing (PyAV), also used by the tests.
+- :mod:`~avsf.data.synthetic.checksums`: the per-file sha256 shipped for the default seeds, checked
+  after every generation.
 - :mod:`~avsf.data.synthetic.detection`: the AVA-format detection dataset.
 - :mod:`~avsf.data.synthetic.views`: EPIC, Charades, UCF101, HMDB51 and pretraining views of
   the classification dataset.

@@ -6,7 +6,8 @@ atomically) and returns its folder::
 
     DIR/train.csv, val.csv, test.csv   "relative/path.mp4 label" per line (space separated)
     DIR/classnames.json                {"class name": index}
-    DIR/manifest.json                  scale, seed, generator version, class design, knobs, clips
+    DIR/manifest.json                  scale, seed, generator version, class design, knobs, clips,
+                                       the digest of the files and its check (see checksums.py)
     DIR/{train,val,test}/<class>/<clip>.mp4
 
 The design reproduces in miniature what the paper studies (see :data:`CLASSES`):
@@ -40,20 +41,21 @@ import json
 import os
 import re
 import shutil
-import time
-import uuid
 import subprocess
 import sys
+import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from avsf.data.synthetic import checksums
 from avsf.data.synthetic import sounds
 from avsf.data.synthetic import visuals
 from avsf.errors import UserError
 
-GENERATOR_VERSION = 6  # bump whenever the generated content changes: cached copies regenerate
+GENERATOR_VERSION = 7  # bump whenever the generated content changes: cached copies regenerate (7: x264 without MB-tree)
 SPLITS = ("train", "val", "test")
 
 
@@ -238,20 +240,13 @@ def render_clip(*, spec: ScaleSpec, seed: int, split: str, label: int, index: in
     return frames, (audio if has_audio else None), meta
 
 
-# one x264 thread: clips are tiny and worker processes share them out anyway, and the threaded
-# encoder now and then gives other bytes for the same frames (seen ~1 in 200 encodes of a 48x48
-# clip after 64x64 ones in one process; never in 1,600 single-threaded ones, whose bytes equal
-# the threaded encoder's usual output)
-_ENCODER_OPTIONS = {"threads": "1"}
-
-
 def write_clip(out_dir: str | os.PathLike, *, spec: ScaleSpec, seed: int, split: str, label: int, index: int) -> dict:
     """Render one clip and write it under ``out_dir``; returns its metadata."""
     from avsf.data.synthetic.media import write_media
 
     frames, audio, meta = render_clip(spec=spec, seed=seed, split=split, label=label, index=index)
     write_media(Path(out_dir) / meta["path"], frames=frames, fps=spec.fps, audio=audio,
-                sample_rate=spec.sample_rate, options=_ENCODER_OPTIONS | {"crf": str(spec.crf)})
+                sample_rate=spec.sample_rate, options={"crf": str(spec.crf)})
     return meta
 
 
@@ -348,11 +343,17 @@ def _replaceable(path: Path) -> bool:
 
 
 def generate_dataset(out: str | os.PathLike, *, spec: ScaleSpec, seed: int, workers: int | None = None,
-                     overwrite: bool = False) -> Path:
+                     overwrite: bool = False, verify: bool = True) -> Path:
     """Write the dataset to ``out`` atomically (a temp folder renamed at the end) and return it.
 
     ``workers`` processes render clips in parallel (default: up to 2); the content does not
     depend on it. An existing ``out`` is replaced only with ``overwrite=True``.
+
+    With ``verify`` (the default) the files are compared with the checksums shipped for this
+    (generator version, scale, seed) (:mod:`avsf.data.synthetic.checksums`) before the folder
+    is put in place: on a mismatch the dataset is generated once more, and a second mismatch is
+    a UserError naming the files. Scales and seeds without shipped checksums are not checked.
+    ``manifest.json`` records the dataset's digest and the outcome (``checksums``).
     """
     out = Path(out)
     if out.exists() and not overwrite:
@@ -361,27 +362,41 @@ def generate_dataset(out: str | os.PathLike, *, spec: ScaleSpec, seed: int, work
         raise UserError(f"refusing to replace {out}: it is neither empty nor a synthetic dataset folder "
                         f"(no manifest.json of this generator); pick another folder")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     start = time.time()
-    jobs = _jobs(spec)
-    workers = max(1, min(workers or min(2, os.cpu_count() or 1), len(jobs)))
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    clips: list[dict] = []
+
+    def make() -> Path:
+        clips[:] = _write_all(tmp, spec=spec, seed=seed, workers=workers)
+        return tmp
+
     try:
-        tmp.mkdir()
-        clips = _run_jobs(tmp, spec=spec, seed=seed, jobs=jobs, workers=workers)
-        order = {(s, c, i): k for k, (s, c, i) in enumerate(jobs)}
-        clips.sort(key=lambda m: order[(m["split"], m["label"], int(Path(m["path"]).stem.split("_")[-1]))])
-        for split in SPLITS:
-            lines = [f"{m['path']} {m['label']}\n" for m in clips if m["split"] == split]
-            (tmp / f"{split}.csv").write_text("".join(lines))
-        (tmp / "classnames.json").write_text(json.dumps({c.name: i for i, c in enumerate(CLASSES)}, indent=1))
+        _, result = checksums.generate_verified(make, key=f"{spec.name}-seed{seed}", generator_version=GENERATOR_VERSION,
+                                                spec=asdict(spec), verify=verify)
         # the manifest is written last: a folder with a manifest is a complete dataset
         manifest = _manifest(spec=spec, seed=seed, clips=clips, seconds=time.time() - start)
+        manifest["checksums"] = checksums.manifest_entry(result, verify=verify)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         swap_in(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _write_all(tmp: Path, *, spec: ScaleSpec, seed: int, workers: int | None) -> list[dict]:
+    """Every clip, the csv files and classnames.json into the new folder ``tmp``; the clips' metadata in order."""
+    jobs = _jobs(spec)
+    workers = max(1, min(workers or min(2, os.cpu_count() or 1), len(jobs)))
+    tmp.mkdir()
+    clips = _run_jobs(tmp, spec=spec, seed=seed, jobs=jobs, workers=workers)
+    order = {(s, c, i): k for k, (s, c, i) in enumerate(jobs)}
+    clips.sort(key=lambda m: order[(m["split"], m["label"], int(Path(m["path"]).stem.split("_")[-1]))])
+    for split in SPLITS:
+        lines = [f"{m['path']} {m['label']}\n" for m in clips if m["split"] == split]
+        (tmp / f"{split}.csv").write_text("".join(lines))
+    (tmp / "classnames.json").write_text(json.dumps({c.name: i for i, c in enumerate(CLASSES)}, indent=1))
+    return clips
 
 
 def swap_in(tmp: Path, out: Path) -> None:

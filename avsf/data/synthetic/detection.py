@@ -41,12 +41,13 @@ from pathlib import Path
 
 import numpy as np
 
+from avsf.data.synthetic import checksums
 from avsf.data.synthetic import sounds
 from avsf.data.synthetic import visuals
 from avsf.data.synthetic.dataset import generate_once, swap_in
 from avsf.errors import UserError
 
-GENERATOR_VERSION = 1  # bump whenever the generated content changes: cached copies regenerate
+GENERATOR_VERSION = 2  # bump whenever the generated content changes: cached copies regenerate (2: x264 without MB-tree)
 TIME_OFFSET = 900  # movie second at file time 0 (as AVA's 15-minute cuts; data.ava_time_offset)
 SPLITS = ("train", "val")
 ACTIONS = ("hop + knock", "hop + ring", "shake", "rise", "stand", "hold a seven")
@@ -155,40 +156,59 @@ def render_video(*, spec: DetScale, seed: int, split: str, index: int) -> dict:
                                            "actors": [{"action": a["action"], "digit": a["digit"]} for a in actors]}}
 
 
-def generate(out: Path, *, spec: DetScale, seed: int) -> Path:
-    """Write the dataset to `out` atomically (a temp folder renamed at the end)."""
-    from avsf.data.synthetic.media import write_media
+def generate(out: Path, *, spec: DetScale, seed: int, verify: bool = True) -> Path:
+    """Write the dataset to `out` atomically (a temp folder renamed at the end).
 
+    With ``verify`` its files are checked against the checksums shipped with avsf, as
+    :func:`avsf.data.synthetic.dataset.generate_dataset` does (regenerated once on a mismatch,
+    then a UserError).
+    """
     start = time.time()
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    metas: list[dict] = []
+
+    def make() -> Path:
+        metas[:] = _write_all(tmp, spec=spec, seed=seed)
+        return tmp
+
     try:
-        (tmp / "videos").mkdir(parents=True)
-        (tmp / "annotations").mkdir()
-        ann = tmp / "annotations"
-        metas = []
-        for split in SPLITS:
-            gt, props, excluded = [], [], []
-            for i in range(spec.videos[split]):
-                v = render_video(spec=spec, seed=seed, split=split, index=i)
-                write_media(tmp / "videos" / f"{v['video_id']}.mp4", frames=v["frames"], fps=spec.fps, audio=v["audio"],
-                            sample_rate=spec.sample_rate, options={"crf": str(spec.crf)})
-                gt += v["gt"]
-                props += v["proposals"]
-                excluded += v["excluded"]
-                metas.append(v["meta"])
-            (ann / f"ava_{split}_v2.2.csv").write_text("\n".join(gt) + "\n")
-            (ann / f"ava_{split}_predicted_boxes.csv").write_text("\n".join(props) + "\n")
-            (ann / f"ava_{split}_excluded_timestamps_v2.2.csv").write_text("\n".join(excluded) + ("\n" if excluded else ""))
-        (ann / "ava_action_list_v2.2_for_activitynet_2019.pbtxt").write_text(_label_map())
+        _, result = checksums.generate_verified(make, key=f"ava-{spec.name}-seed{seed}",
+                                                generator_version=GENERATOR_VERSION, spec=asdict(spec), verify=verify)
         manifest = {"generator_version": GENERATOR_VERSION, "kind": "ava", "scale": spec.name, "seed": seed,
                     "spec": asdict(spec), "actions": [{"id": i + 1, "name": a, "cue": CUES[a]} for i, a in enumerate(ACTIONS)],
-                    "time_offset": TIME_OFFSET, "videos": metas, "generation_seconds": round(time.time() - start, 2)}
+                    "time_offset": TIME_OFFSET, "videos": metas, "generation_seconds": round(time.time() - start, 2),
+                    "checksums": checksums.manifest_entry(result, verify=verify)}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))  # last: marks the folder complete
         swap_in(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _write_all(tmp: Path, *, spec: DetScale, seed: int) -> list[dict]:
+    """Every video and annotation file into the new folder ``tmp``; the videos' metadata."""
+    from avsf.data.synthetic.media import write_media
+
+    (tmp / "videos").mkdir(parents=True)
+    (tmp / "annotations").mkdir()
+    ann = tmp / "annotations"
+    metas = []
+    for split in SPLITS:
+        gt, props, excluded = [], [], []
+        for i in range(spec.videos[split]):
+            v = render_video(spec=spec, seed=seed, split=split, index=i)
+            write_media(tmp / "videos" / f"{v['video_id']}.mp4", frames=v["frames"], fps=spec.fps, audio=v["audio"],
+                        sample_rate=spec.sample_rate, options={"crf": str(spec.crf)})
+            gt += v["gt"]
+            props += v["proposals"]
+            excluded += v["excluded"]
+            metas.append(v["meta"])
+        (ann / f"ava_{split}_v2.2.csv").write_text("\n".join(gt) + "\n")
+        (ann / f"ava_{split}_predicted_boxes.csv").write_text("\n".join(props) + "\n")
+        (ann / f"ava_{split}_excluded_timestamps_v2.2.csv").write_text("\n".join(excluded) + ("\n" if excluded else ""))
+    (ann / "ava_action_list_v2.2_for_activitynet_2019.pbtxt").write_text(_label_map())
+    return metas
 
 
 def _complete(path: Path, *, scale: str, seed: int) -> bool:

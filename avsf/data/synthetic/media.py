@@ -2,8 +2,17 @@
 
 Used by the built-in synthetic dataset and by the tests, which write fixtures in every format
 the loader must read (mp4 h264/aac, webm vp8|vp9/vorbis|opus, avi mjpeg/pcm_s16le, mkv,
-mpg mpeg2video/mp2, ...). Output is deterministic (single-threaded encoders, bit-exact
-muxing, no timestamps of the wall clock) and written atomically (temp file, then rename).
+mpg mpeg2video/mp2, ...). Output is deterministic (single-threaded encoders, x264 without
+MB-tree, bit-exact muxing, no timestamps of the wall clock) and written atomically (temp
+file, then rename).
+
+Why no MB-tree: libx264 (core 165, in the PyAV 18 wheel) with B-frames and MB-tree rate
+control reads heap memory it never wrote, so its bytes for the same frames depend on what the
+process allocated and freed before (other clips, other libraries). Evidence: one 64x64 clip
+encoded 30 times in one process gave up to 11 different bitstreams; with glibc's
+``MALLOC_PERTURB_`` (which fills every allocation with one byte) it gave one bitstream per
+byte value, a different one for 85 and for 170; with ``mbtree=0`` (or ``bframes=0``) it gave
+the same bitstream under every value. ``tests/test_media_determinism.py`` keeps it so.
 
 Timestamps: video frame ``i`` has pts ``i / fps``; audio sample ``j`` has pts
 ``j / sample_rate``; both streams start at 0, so the decoder's clock lines them up.
@@ -83,7 +92,8 @@ def _add_video_stream(container: Any, *, codec_name: str, rate: Fraction, height
     stream.codec_context.thread_count = 1  # multi-threaded encoders may differ run to run
     defaults: dict[str, str] = {"flags": "+bitexact"}
     if codec_name == "libx264":
-        defaults.update({"crf": "18", "preset": "veryfast"})
+        # mbtree=0: see the module docstring (MB-tree + B-frames make x264's bytes depend on the heap)
+        defaults.update({"crf": "18", "preset": "veryfast", "threads": "1", "x264-params": "mbtree=0"})
     elif codec_name in ("libvpx", "libvpx-vp9"):
         defaults.update({"crf": "10", "b": "2M", "deadline": "realtime", "cpu-used": "8"})
     elif codec_name in ("mjpeg", "mpeg2video", "mpeg4", "mpeg1video"):

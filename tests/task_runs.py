@@ -1,0 +1,116 @@
+"""Four short end-to-end runs, one per engine task, whose files pin the engine's behaviour:
+a classifier (avslowfast_tiny on the HMDB51 view), a detector (avslowfast_tiny_ava), a
+pretraining run (avslowfast_pretrain_tiny, AVS + ROT) and a linear probe initialised from it.
+
+``python tests/task_runs.py --record`` writes their final.json and metrics.jsonl, machine
+fields removed (:func:`comparable`), to ``tests/reference/tasks.json``; tests/test_tasks.py reruns
+them and compares. Record again only when a change of results is intended, and say so.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+REFERENCE = Path(__file__).resolve().parent / "reference" / "tasks.json"
+# fields of final.json that depend on the machine or the clock, not on the computation
+FINAL_TIMING = ("train_wall_time_s", "test_wall_time_s")
+THREADS = 1  # intra-op threads of every reference run: thread counts may change float sums
+
+
+def _configs(data_dir: Path) -> dict[str, Any]:
+    """name -> (preset, overrides): one epoch each, few steps, one test view."""
+    from avsf.data.synthetic.views import ensure_synthetic_view
+
+    hmdb = ensure_synthetic_view(kind="hmdb51", synthetic_root=data_dir, scale="smoke")
+    pt_root = ensure_synthetic_view(kind="ssl_pretrain", synthetic_root=data_dir, scale="smoke")
+    common = {"data.synthetic_root": str(data_dir), "data.num_workers": 0, "solver.epochs": 1}
+    return {
+        # DropPathway and AVS on, val + 2-view test
+        "classify": ("avslowfast_tiny", {**common, "data.dataset": "hmdb51", "data.root": str(hmdb),
+                                         "solver.batch_size": 8, "eval_every": 1}),
+        "detect": ("avslowfast_tiny_ava", {**common, "solver.batch_size": 16}),
+        "pretrain": ("avslowfast_pretrain_tiny", {**common, "data.dataset": "kinetics", "data.root": str(pt_root),
+                                                  "solver.batch_size": 16}),
+        # the linear probe of Table 8 / A.1: frozen backbone from the pretrain run's checkpoint
+        "probe": ("avslowfast_tiny", {**common, "data.dataset": "hmdb51", "data.root": str(hmdb),
+                                      "model.avs_stages": "[]", "model.init_from": "pretrain",
+                                      "model.freeze": "backbone", "solver.batch_size": 8}),
+    }
+
+
+def _machine_free(final: dict[str, Any], sweep_dir: Path) -> dict[str, Any]:
+    final = {k: v for k, v in final.items() if k not in FINAL_TIMING}
+    if isinstance(final.get("init_from"), dict):
+        src = final["init_from"] = dict(final["init_from"])
+        src["path"] = Path(src["path"]).relative_to(sweep_dir).as_posix()
+    return final
+
+
+def comparable(run_dir: Path) -> dict[str, Any]:
+    """{"final": final.json, "metrics": metrics.jsonl lines} without timing fields; machine paths
+    in ``init_from`` reduced to the path below the sweep dir."""
+    from avsf.engine.train import TIMING_FIELDS
+
+    final = _machine_free(json.loads((run_dir / "final.json").read_text()), run_dir.parent)
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {"final": final, "metrics": [{k: v for k, v in x.items() if k not in TIMING_FIELDS} for x in lines]}
+
+
+def run_all(sweep_dir: Path, data_dir: Path, *, names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Train the reference runs in ``sweep_dir/<name>`` (``probe`` needs ``pretrain``) with
+    THREADS threads, then test each again with the evaluator; returns {name: :func:`comparable`
+    + "evaluated": evaluate's final.json}."""
+    import torch
+
+    from avsf.engine.evaluate import evaluate
+    from avsf.engine.train import train
+    from avsf.presets import get_preset
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        out = {}
+        for name, (preset, overrides) in _configs(data_dir).items():
+            if names is not None and name not in names:
+                continue
+            run_dir = sweep_dir / name
+            train(get_preset(preset).with_overrides(overrides), run_dir)
+            out[name] = comparable(run_dir)
+            # `avsf test`: the evaluator's pass over the newest checkpoint (it rewrites final.json)
+            out[name]["evaluated"] = _machine_free(evaluate(run_dir), sweep_dir)
+        return out
+    finally:
+        torch.set_num_threads(threads)
+
+
+def environment() -> dict[str, str]:
+    """What the numbers depend on besides the code: the same code on another CPU or torch may
+    round differently."""
+    import torch
+
+    cpu = ""
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"torch": torch.__version__, "machine": platform.machine(), "cpu": cpu or platform.processor()}
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from conftest import test_data_dir
+
+    if sys.argv[1:] != ["--record"]:
+        sys.exit("usage: python tests/task_runs.py --record")
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = run_all(Path(tmp), test_data_dir())
+    REFERENCE.parent.mkdir(exist_ok=True)
+    REFERENCE.write_text(json.dumps({"environment": environment(), "runs": runs}, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {REFERENCE}")
