@@ -557,14 +557,21 @@ class GridEntry:
 
 def get_grid_entries(name: str, *, scale: str, seeds: list[int] | tuple[int, ...],
                      data_roots: dict[str, str | None] | None = None,
-                     overrides: list[str] | tuple[str, ...] = ()) -> list[GridEntry]:
-    """Every (row, seed) run of an experiment at a scale; ensemble rows add no runs."""
+                     overrides: list[str] | tuple[str, ...] = (),
+                     rows: list[str] | tuple[str, ...] | None = None) -> list[GridEntry]:
+    """Every (row, seed) run of an experiment at a scale; ensemble rows add no runs.
+
+    ``overrides`` enter every row's config before it is hashed, and the configs that a transfer
+    row's ``model.init_from`` names are built with them too. ``rows``: only these row keys (in
+    the table's order; :func:`avsf.grid.select_rows` adds what they depend on)."""
     exp = get_experiment(name)
     check_scale(scale)
     seeds = check_seeds(seeds)
+    wanted = None if rows is None else set(rows)
     return [GridEntry(exp.name, row.key, seed, row_config(exp, row.key, scale=scale, seed=seed,
                                                           data_roots=data_roots, overrides=overrides))
-            for row in exp.rows_at(scale) if not row.is_ensemble for seed in seeds]
+            for row in exp.rows_at(scale) if not row.is_ensemble and (wanted is None or row.key in wanted)
+            for seed in seeds]
 
 
 def get_grid(name: str, *, scale: str, seeds: list[int] | tuple[int, ...],

@@ -41,6 +41,7 @@ import importlib.util
 import inspect
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -388,7 +389,8 @@ class RunJob:
                 error = "\n".join(traceback.format_exc().splitlines()[-ERROR_TAIL_LINES // 2:])
                 log_tail = _tail(run_dir / "log.txt", ERROR_TAIL_LINES // 2)
                 _write_json(run_dir / "state.json", {**started, "state": "failed", "ended_at": _now(),
-                                                     "error": (log_tail + "\n" + error).strip()})
+                                                     "error": (log_tail + "\n" + error).strip(),
+                                                     "reason": exception_reason(e)})
                 _log(run_dir, f"attempt {attempt} failed: {type(e).__name__}: {e}")
                 raise
             if stop.requested and not (run_dir / "final.json").exists():
@@ -413,6 +415,32 @@ class RunJob:
 
 
 # --- run states -------------------------------------------------------------------------
+_PLAIN_ERRORS = ("UserError", "ConfigError")  # messages written for the user: shown without the type
+_EXCEPTION_LINE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)): (?P<message>.*)$")
+
+
+def exception_reason(e: BaseException) -> str:
+    """One line saying what went wrong: the message's first line, prefixed by the exception's
+    type unless it is one of avsf's user-facing errors."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    message = lines[0] if lines else ""
+    name = type(e).__name__
+    if name in _PLAIN_ERRORS and message:
+        return message
+    return f"{name}: {message}" if message else name
+
+
+def failure_reason(error: str) -> str:
+    """The one-line reason in an error tail (a state.json of an older launcher has none): the
+    traceback's last ``Type: message`` line, else the error's last non-empty line."""
+    lines = [ln.strip() for ln in (error or "").splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if m := _EXCEPTION_LINE.match(line):
+            name = m["type"].rsplit(".", 1)[-1]
+            return m["message"] if name in _PLAIN_ERRORS else f"{name}: {m['message']}"
+    return lines[-1] if lines else "unknown error (no log)"
+
+
 def _slurm_queue(job_ids: Iterable[str]) -> dict[str, str] | None:
     """Slurm state of each job id (array tasks as ``ARRAY_TASK``); None if squeue fails."""
     ids = sorted({j.split("_")[0] for j in job_ids if j})
@@ -471,14 +499,15 @@ def run_state(run_dir: str | os.PathLike, *, queue: dict[str, str] | None | bool
     ``queue``: Slurm states by job id from :func:`_slurm_queue` (False: ask squeue here; None:
     squeue was unreachable, trust the files). ``claim_held``: whether a process is submitting
     the run right now (None: look at its lock). Returns state, job_id, backend, attempts,
-    submissions, error (for a failed run: the tail of its log) and note.
+    submissions, error (for a failed run: the tail of its log), reason (for a failed run: what
+    went wrong in one line) and note.
     """
     run_dir = Path(run_dir)
     launch = _read_json(run_dir / "launch.json") or {}
     state = _read_json(run_dir / "state.json") or {}
     out = {"state": "pending", "job_id": launch.get("job_id") or state.get("job_id"),
            "backend": launch.get("backend"), "attempts": int(state.get("attempts", 0)),
-           "submissions": int(launch.get("submissions", 0)), "error": "", "note": ""}
+           "submissions": int(launch.get("submissions", 0)), "error": "", "reason": "", "note": ""}
     if (run_dir / "final.json").exists():
         return {**out, "state": "done"}
 
@@ -488,12 +517,14 @@ def run_state(run_dir: str | os.PathLike, *, queue: dict[str, str] | None | bool
     if not launch:
         if held():
             return {**out, "note": "being submitted"}
-        return {**out, "state": "failed", "error": "never submitted (no launch.json)", "note": "unsubmitted"}
+        return {**out, "state": "failed", "error": "never submitted (no launch.json)",
+                "reason": "never submitted (no launch.json)", "note": "unsubmitted"}
     if launch.get("submit_error"):
-        return {**out, "state": "failed", "error": launch["submit_error"]}
+        return {**out, "state": "failed", "error": launch["submit_error"], "reason": launch["submit_error"]}
     job_state = state.get("state")  # None (not started yet), running, preempted, failed, done
     if job_state == "failed":
-        return {**out, "state": "failed", "error": state.get("error", "")}
+        error = state.get("error", "")
+        return {**out, "state": "failed", "error": error, "reason": state.get("reason") or failure_reason(error)}
     backend = launch.get("backend")
     if not launch.get("job_id") or backend == "debug":
         # debug runs in the submitting process, which holds the claim until it is through
@@ -501,7 +532,8 @@ def run_state(run_dir: str | os.PathLike, *, queue: dict[str, str] | None | bool
             return {**out, "state": "running" if job_state == "running" else "pending",
                     "note": "being submitted" if not launch.get("job_id") else ""}
         if not launch.get("job_id"):
-            return {**out, "state": "failed", "error": "the submitting process died before the job was queued"}
+            died = "the submitting process died before the job was queued"
+            return {**out, "state": "failed", "error": died, "reason": died}
         ended_note = "debug process ended"
     elif backend == "slurm":
         if queue is False:
@@ -524,7 +556,8 @@ def run_state(run_dir: str | os.PathLike, *, queue: dict[str, str] | None | bool
     error = state.get("error") or "\n".join(
         [f"the job ended without writing final.json ({ended_note}); the last lines of its logs:",
          _tail(launch.get("stderr"), ERROR_TAIL_LINES // 2), _tail(run_dir / "log.txt", ERROR_TAIL_LINES // 2)])
-    return {**out, "state": "failed", "error": error.strip(), "note": ended_note}
+    return {**out, "state": "failed", "error": error.strip(), "note": ended_note,
+            "reason": f"the job ended without writing final.json ({ended_note})"}
 
 
 # --- submission -------------------------------------------------------------------------
@@ -543,13 +576,16 @@ class SubmitReport:
                 f"pending/running {len(self.active)}, failed (not retried) {len(self.failed)}")
 
 
-def _check_backend(backend: str) -> None:
+def check_backend(backend: str) -> None:
+    """UserError naming the known backends unless `backend` is one of them."""
     if backend not in BACKENDS:
         raise UserError(f"backend {backend!r} is not known; choose one of {', '.join(BACKENDS)}")
 
 
-def _make_executor(*, backend: str, folder: Path, profile: ClusterProfile, max_parallel: int, job_name: str) -> Any:
-    """A submitit executor for `backend` with the profile's resources (one run per job)."""
+def _make_executor(*, backend: str, folder: Path, profile: ClusterProfile, max_parallel: int, job_name: str,
+                   after: Sequence[str] = ()) -> Any:
+    """A submitit executor for `backend` with the profile's resources (one run per job);
+    ``after``: Slurm job ids the jobs wait for (see :func:`submit`)."""
     import submitit
 
     if backend == "local":
@@ -575,15 +611,19 @@ def _make_executor(*, backend: str, folder: Path, profile: ClusterProfile, max_p
     for key in ("partition", "account", "qos", "constraint"):
         if getattr(profile, key):
             params[f"slurm_{key}"] = getattr(profile, key)
-    if profile.additional_parameters:
-        params["slurm_additional_parameters"] = dict(profile.additional_parameters)
+    extra = dict(profile.additional_parameters)
+    if after:  # start only once every job named finished well; a failed one cancels this job
+        extra.update(dependency=f"afterok:{':'.join(after)}", kill_on_invalid_dep="yes")
+    if extra:
+        params["slurm_additional_parameters"] = extra
     executor.update_parameters(**params)
     return executor
 
 
 def submit(configs: Sequence[RunConfig], *, backend: str, sweep_dir: str | os.PathLike,
            cluster: str | os.PathLike | ClusterProfile | None = None, max_parallel: int | None = None,
-           retry_failed: bool = False, job_fn: str = DEFAULT_JOB_FN, verbose: bool = True) -> SubmitReport:
+           retry_failed: bool = False, job_fn: str = DEFAULT_JOB_FN, verbose: bool = True,
+           after: Sequence[str] = ()) -> SubmitReport:
     """Submit every config that is not done, pending or running; return what happened.
 
     A run whose final.json exists is never submitted again; one pending or running (or being
@@ -591,10 +631,17 @@ def submit(configs: Sequence[RunConfig], *, backend: str, sweep_dir: str | os.Pa
     again only with ``retry_failed=True``; otherwise its error (the tail of its log) is printed.
     ``max_parallel`` caps how many runs train at once (Slurm: the array's ``%`` limit; local:
     slots; default: the profile's ``array_parallelism`` on Slurm, 1 locally).
+    ``after`` (Slurm only): job ids the submitted jobs wait for (``afterok``; when one of them
+    fails, Slurm cancels the waiting jobs): how :mod:`avsf.grid` queues a transfer row behind
+    the run it starts from.
     """
     from filelock import FileLock, Timeout
 
-    _check_backend(backend)
+    check_backend(backend)
+    after = [str(j) for j in after]
+    if after and backend != "slurm":
+        raise UserError(f"job dependencies (after={after}) need the slurm backend; on {backend!r} submit "
+                        f"the runs that depend on others after those finished")
     profile = cluster if isinstance(cluster, ClusterProfile) else load_cluster(cluster)
     if max_parallel is None:
         max_parallel = profile.array_parallelism if backend == "slurm" else 1
@@ -649,10 +696,11 @@ def submit(configs: Sequence[RunConfig], *, backend: str, sweep_dir: str | os.Pa
             _write_json(run_dir / "launch.json", {
                 "backend": backend, "job_id": None, "submissions": int(previous.get("submissions", 0)) + 1,
                 "claimed_at": _now(), "host": socket.gethostname(), "pid": os.getpid(),
-                "cluster": profile.name, "job_fn": job_fn, "config": cfg.to_dict()})
+                "cluster": profile.name, "job_fn": job_fn, "config": cfg.to_dict(),
+                **({"after": after} if after else {})})
             claimed.append(run_dir)
         _launch(claimed, backend=backend, sweep_dir=sweep_dir, profile=profile, max_parallel=max_parallel,
-                job_fn=job_fn, report=report)
+                job_fn=job_fn, report=report, after=after)
     finally:
         for lock in locks:
             lock.release()
@@ -665,7 +713,7 @@ def submit(configs: Sequence[RunConfig], *, backend: str, sweep_dir: str | os.Pa
 
 
 def _launch(run_dirs: list[Path], *, backend: str, sweep_dir: Path, profile: ClusterProfile, max_parallel: int,
-            job_fn: str, report: SubmitReport) -> None:
+            job_fn: str, report: SubmitReport, after: Sequence[str] = ()) -> None:
     """Queue the claimed runs and record their job ids in launch.json."""
     if not run_dirs:
         return
@@ -681,7 +729,7 @@ def _launch(run_dirs: list[Path], *, backend: str, sweep_dir: Path, profile: Clu
         return
     folder = sweep_dir / SUBMITIT_DIR / "%j"
     executor = _make_executor(backend=backend, folder=folder, profile=profile, max_parallel=max_parallel,
-                              job_name=sweep_dir.name)
+                              job_name=sweep_dir.name, after=after)
     slots = str(sweep_dir / SLOTS_DIR) if backend == "local" else None
     jobs_fns = [RunJob(run_dir=str(d), job_fn=job_fn, slots_dir=slots, max_parallel=max_parallel if slots else 0)
                 for d in run_dirs]
@@ -732,15 +780,20 @@ def run_dirs_of(sweep_dir: str | os.PathLike) -> list[Path]:
     return sorted(p.parent for p in sweep_dir.glob("*/launch.json"))
 
 
-def status(sweep_dir: str | os.PathLike) -> "pd.DataFrame":
-    """One row per run of the sweep: run, state, job_id, attempts, error, the config's fields
-    (flattened: ``model.droppathway_rate``...) and final.json's scalar metrics.
+def status(sweep_dir: str | os.PathLike, *, runs: Iterable[str] | None = None) -> "pd.DataFrame":
+    """One row per run of the sweep: run, state, job_id, attempts, error, reason (a failed
+    run's error in one line), the config's fields (flattened: ``model.droppathway_rate``...)
+    and final.json's scalar metrics. ``runs``: only these run directory names (a grid's runs
+    in a sweep dir that other grids share).
 
     Returns a pandas DataFrame (empty, with the state columns, when no run exists yet).
     """
     import pandas as pd
 
     dirs = run_dirs_of(sweep_dir)
+    if runs is not None:
+        wanted = set(runs)
+        dirs = [d for d in dirs if d.name in wanted]
     launches = [_read_json(d / "launch.json") or {} for d in dirs]
     slurm_ids = [str(l.get("job_id")) for l in launches if l.get("backend") == "slurm" and l.get("job_id")]
     queue = _slurm_queue(slurm_ids) if slurm_ids and shutil.which("squeue") else ({} if not slurm_ids else None)
@@ -750,11 +803,12 @@ def status(sweep_dir: str | os.PathLike) -> "pd.DataFrame":
         cfg = launch.get("config") or {}
         row = {"run": d.name, "state": st["state"], "job_id": st["job_id"], "backend": st["backend"],
                "attempts": st["attempts"], "submissions": st["submissions"], "note": st["note"],
-               "error": st["error"] if st["state"] == "failed" else ""}
+               "error": st["error"] if st["state"] == "failed" else "",
+               "reason": st["reason"] if st["state"] == "failed" else ""}
         row.update(_flatten(cfg))
         row.update({f"metric.{k}": v for k, v in _metrics(_read_json(d / "final.json")).items()})
         rows.append(row)
-    columns = ["run", "state", "job_id", "backend", "attempts", "submissions", "note", "error"]
+    columns = ["run", "state", "job_id", "backend", "attempts", "submissions", "note", "error", "reason"]
     return pd.DataFrame(rows, columns=None if rows else columns)
 
 
@@ -766,22 +820,25 @@ def varying_config_columns(frame: "pd.DataFrame") -> list[str]:
     return [c for c in ("name", "seed") if c in frame.columns] + varying
 
 
-def wait(sweep_dir: str | os.PathLike, *, timeout_s: float = 3600.0, poll_s: float = 2.0,
-         on_poll: Callable[["pd.DataFrame"], None] | None = None) -> "pd.DataFrame":
+def wait(sweep_dir: str | os.PathLike, *, timeout_s: float | None = 3600.0, poll_s: float = 2.0,
+         on_poll: Callable[["pd.DataFrame"], None] | None = None,
+         runs: Iterable[str] | None = None) -> "pd.DataFrame":
     """Poll :func:`status` until no run is pending or running; return the final table.
 
-    ``on_poll(frame)`` is called after every poll (tests use it to play the cluster admin).
-    Raises TimeoutError naming the unfinished runs after ``timeout_s``.
+    ``on_poll(frame)`` is called after every poll (progress lines; tests use it to play the
+    cluster admin). ``runs``: wait for these run directory names only (see :func:`status`).
+    Raises TimeoutError naming the unfinished runs after ``timeout_s`` (None: no limit).
     """
-    deadline = time.monotonic() + timeout_s
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    runs = None if runs is None else list(runs)
     while True:
-        frame = status(sweep_dir)
+        frame = status(sweep_dir, runs=runs)
         if on_poll is not None:
             on_poll(frame)
         active = frame[frame["state"].isin(["pending", "running"])] if len(frame) else frame
         if not len(active):
             return frame
-        if time.monotonic() > deadline:
+        if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"{len(active)} run(s) still pending/running after {timeout_s:.0f} s: "
                                f"{', '.join(active['run'])}")
         time.sleep(poll_s)

@@ -290,9 +290,8 @@ def test_sweep_cli_submits_an_experiment_once(tmp_path, capsys):
     from avsf.experiments import get_grid
 
     args = ["sweep", "ablate_droppath", "--backend", "debug", "--scale", "smoke", "--out", str(tmp_path),
-            "--job-fn", FAKE_JOB, "--set", "solver.epochs=2", "--set", "solver.base_lr=0"]
-    grid = [c.with_overrides(["solver.epochs=2", "solver.base_lr=0"])
-            for c in get_grid("ablate_droppath", scale="smoke", seeds=[0])]
+            "--seeds", "0,1", "--job-fn", FAKE_JOB, "--set", "solver.epochs=2", "--set", "solver.base_lr=0"]
+    grid = get_grid("ablate_droppath", scale="smoke", seeds=[0, 1], overrides=["solver.epochs=2", "solver.base_lr=0"])
     assert main(args + ["--dry-run"]) == 0
     listed = capsys.readouterr().out.split()
     assert listed == [str(launch.run_dir_for(c, tmp_path)) for c in grid] and not list(tmp_path.iterdir())
@@ -320,3 +319,17 @@ def test_a_job_killed_without_warning_is_failed_with_its_log_tail(tmp_path):
     assert row["state"] == "failed" and row["note"] == "process ended"
     assert "ended without writing final.json" in row["error"] and "fresh start" in row["error"]
     assert launch.submit([cfg], backend="local", sweep_dir=tmp_path, job_fn=FAKE_JOB).submitted == []
+
+
+def test_a_failure_reason_is_one_line():
+    assert launch.exception_reason(UserError("dataset root /x does not exist\nsecond line")) == \
+        "dataset root /x does not exist"
+    assert launch.exception_reason(RuntimeError("out of memory")) == "RuntimeError: out of memory"
+    assert launch.exception_reason(KeyboardInterrupt()) == "KeyboardInterrupt"
+    # a state.json written before the launcher kept a reason: read from the error tail
+    tail = ("epoch 1 loss 2.3\nTraceback (most recent call last):\n  File \"train.py\", line 3, in <module>\n"
+            "avsf.errors.UserError: dataset root /x does not exist\n")
+    assert launch.failure_reason(tail) == "dataset root /x does not exist"
+    assert launch.failure_reason("step 3\nRuntimeError: CUDA error: out of memory\n") == \
+        "RuntimeError: CUDA error: out of memory"
+    assert launch.failure_reason("killed\n\n") == "killed" and launch.failure_reason("") == "unknown error (no log)"

@@ -8,6 +8,7 @@ Order matters for time, not for correctness: the main job runs first and compute
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -148,11 +149,37 @@ def test_main_job_on_the_local_backend(sweep_dir, tmp_path):
         assert (out / name).read_bytes() == data, name
 
 
+SWEPT: set[str] = set()  # grids that test_every_grid_runs_through_avsf_sweep finished in the session's sweep dir
+
+
+@pytest.mark.parametrize("name", [n for n in NOTEBOOKS if E.get_experiment(n).rows])
+def test_every_grid_runs_through_avsf_sweep(name, sweep_dir):
+    """The issue's "from a fresh clone": each notebook's grid to the end through the CLI, local
+    backend, the CI seeds and epochs. It trains the runs the notebooks below then reuse."""
+    from avsf import grid as G
+
+    seeds = ",".join(map(str, CI_SEEDS))
+    sets = [a for o in CI_OVERRIDES for a in ("--set", o)]
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "avsf", "sweep", name, "--backend", "local", "--scale", "smoke",
+                           "--seeds", seeds, *sets, "--out", str(sweep_dir), "--wait"],
+                          capture_output=True, text=True, cwd=REPO, timeout=1800)
+    print(f"avsf sweep {name} took {time.monotonic() - start:.0f} s")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    grid = G.build_grid(name, scale="smoke", seeds=CI_SEEDS, overrides=CI_OVERRIDES)
+    assert G.outcome(grid, sweep_dir).done
+    assert f"{len(grid.runs)}/{len(grid.runs)} runs finished" in proc.stderr
+    SWEPT.add(name)
+
+
 @pytest.mark.parametrize("name", [n for n in NOTEBOOKS if n != MAIN_JOB])
 def test_notebook_runs_at_smoke_scale(name, sweep_dir, tmp_path):
     out = tmp_path / "results"
-    _execute(name, tmp_path, backend="debug", seeds=CI_SEEDS, overrides=CI_OVERRIDES, output_dir=str(out),
-             sweep_dir=str(sweep_dir))
+    nb = _execute(name, tmp_path, backend="debug", seeds=CI_SEEDS, overrides=CI_OVERRIDES, output_dir=str(out),
+                  sweep_dir=str(sweep_dir))
+    if name in SWEPT:  # one door: the notebook names the same runs as `avsf sweep`, all finished
+        submitted = re.findall(r"avsf.launch: submitted (\d+)", json.dumps(nb.cells))
+        assert submitted and set(submitted) == {"0"}, submitted
     table = _check_outputs(name, out)
     exp = E.get_experiment(name)
     if exp.rows:

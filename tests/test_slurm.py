@@ -220,3 +220,39 @@ def test_a_two_process_run_trains_as_one_ddp_group_from_the_slurm_environment(ti
     assert "2 process(es)" in (run_dir / "log.txt").read_text()  # the trainer saw a group of two
     starts = [l for l in (run_dir / "launch.log").read_text().splitlines() if "started" in l]
     assert len(starts) == 1 and report.jobs[0] in starts[0]  # rank 0 alone keeps the books
+
+
+def test_a_transfer_row_is_queued_at_once_and_waits_for_its_pretraining_run(tmp_path, monkeypatch):
+    """The grid runner's Slurm door: the whole table goes out in one call, each transfer row as
+    a job that waits (afterok) for its pretraining job; one whose pretraining fails is cancelled
+    and reported as not run. The job stands in for the trainer (tests/test_grid.py)."""
+    from avsf import grid as G
+
+    job = f"{Path(__file__).resolve().parent / 'test_grid.py'}:ordered_train"
+    monkeypatch.setenv("AVSF_TEST_JOB_S", "4")  # sbatch exports the environment to the jobs
+    monkeypatch.setenv("AVSF_TEST_FAIL_PRESET", "slowfast_pretrain_tiny")
+    grid = G.build_grid("table8_ssl", scale="smoke", seeds=[0], overrides=["solver.epochs=1"],
+                        rows=["probe_avsf_avs_rot_ucf101", "probe_sf_rot_ucf101"])
+    pretrain, transfer = grid.levels()
+    assert len(pretrain) == 2 and len(transfer) == 2
+    submitted = G.run_grid(grid, backend="slurm", cluster="local", sweep_dir=tmp_path, job_fn=job, wait=False)
+    assert set(submitted.states.values()) <= {"pending", "running"}  # all four queued by one call
+    launches = {r.name: launch._read_json(tmp_path / r.name / "launch.json") for r in grid.runs}
+    scripts = [p.read_text() for p in (tmp_path / launch.SUBMITIT_DIR).rglob("*_submission.sh")]
+    for r in transfer:
+        source_job = launches[r.after[0]]["job_id"]
+        assert launches[r.name]["after"] == [source_job]
+        assert any(f"#SBATCH --dependency=afterok:{source_job}\n" in s and "#SBATCH --kill-on-invalid-dep=yes" in s
+                   for s in scripts)
+        state, reason = _squeue(launches[r.name]["job_id"])
+        # waiting on its source; the one whose source fails at once may be cancelled already
+        assert (state, reason) == ("PENDING", "Dependency") or r.config.name == "slowfast_tiny", (state, reason)
+    launch.wait(tmp_path, runs=grid.names, timeout_s=300, poll_s=1.0)
+    done = G.outcome(grid, tmp_path)
+    ok, bad = (next(r for r in transfer if r.config.name == n) for n in ("avslowfast_tiny", "slowfast_tiny"))
+    assert done.states[ok.name] == "done" and done.states[bad.name] == G.NOT_RUN, done.states
+    assert ok.after[0] not in done.failures
+    assert done.failures[bad.after[0]] == "dataset root /nowhere/slowfast_pretrain_tiny does not exist"
+    assert done.failures[bad.name].startswith(f"not run: it starts from {bad.after[0]}, which failed (dataset root")
+    source = json.loads((tmp_path / ok.after[0] / "final.json").read_text())
+    assert source["ended"] <= json.loads((tmp_path / ok.name / "final.json").read_text())["started"]

@@ -29,7 +29,8 @@ def print_table(frame) -> None:
     counts = frame["state"].value_counts()
     print("\n" + ", ".join(f"{n} {s}" for s, n in counts.items()))
     for _, row in frame[frame["state"] == "failed"].iterrows():
-        print(f"\n--- {row['run']} failed (job {row['job_id']}); resubmit with --retry-failed\n{row['error']}")
+        reason = f": {row['reason']}" if row.get("reason") else ""
+        print(f"\n--- {row['run']} failed (job {row['job_id']}){reason}; resubmit with --retry-failed\n{row['error']}")
 
 
 def run(args) -> int:

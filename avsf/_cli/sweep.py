@@ -1,4 +1,5 @@
-"""avsf sweep: submit a named experiment's grid of runs (one per table cell and seed)."""
+"""avsf sweep: run a named experiment's grid (one run per table cell and seed) through the grid
+runner (:mod:`avsf.grid`), the same door the notebooks use."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ HELP = "submit a named experiment (a paper table's grid of runs) to debug, local
 
 
 def add_arguments(p) -> None:
+    from avsf.grid import DEFAULT_MAX_PARALLEL, DEFAULT_SEEDS
+
+    seeds = ",".join(map(str, DEFAULT_SEEDS))
     p.add_argument("name", help="experiment name (avsf.experiments.list_experiments(), e.g. table3_kinetics)")
     p.add_argument("--backend", choices=("debug", "local", "slurm"), default="local",
                    help="debug: in this process; local: processes on this machine; slurm: a cluster")
@@ -16,18 +20,29 @@ def add_arguments(p) -> None:
     p.add_argument("--scale", choices=("smoke", "small", "paper"), default="smoke",
                    help="smoke: tiny CPU runs; small: real widths, short; paper: the paper's recipe")
     p.add_argument("--out", required=True, help="sweep directory (one sub-directory per run)")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
-    p.add_argument("--max-parallel", type=int, default=None,
-                   help="runs training at once (default: the profile's array_parallelism on slurm, 1 locally)")
+    p.add_argument("--seeds", default=seeds,
+                   help=f"comma-separated seeds (default {seeds}, as the notebooks: the fewest for a verdict)")
+    p.add_argument("--rows", default=None, metavar="ROW[,ROW]",
+                   help="only these rows (cells) of the table, plus the rows they start from (init_from) "
+                        "and an ensemble's members; finished runs are reused, not trained again")
+    p.add_argument("--max-parallel", type=int, default=DEFAULT_MAX_PARALLEL,
+                   help=f"runs training at once: processes (local) or each job array's cap (slurm) "
+                        f"(default {DEFAULT_MAX_PARALLEL}, as the notebooks)")
     p.add_argument("--retry-failed", action="store_true", help="submit failed runs again")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override applied to every run, e.g. --set device=cuda (repeatable)")
+                   help="override for every run, applied before the runs are hashed and linked "
+                        "(init_from), e.g. --set solver.epochs=1 (repeatable)")
     p.add_argument("--data-root", action="append", default=[], metavar="DATASET=PATH",
                    help="where a dataset lives, e.g. --data-root kinetics=/data/k400 (repeatable)")
     p.add_argument("--job-fn", default="avsf.engine.train:train",
                    help="the function each job runs (module:function or file.py:function)")
-    p.add_argument("--dry-run", action="store_true", help="list the runs and their directories; submit nothing")
-    p.add_argument("--wait", action="store_true", help="wait until every run is done or failed, then print status")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the runs (in submission order) and their directories; submit nothing")
+    p.add_argument("--wait", action="store_true",
+                   help="wait until every run is done or failed, printing progress; exit 1 if any failed "
+                        "(the debug backend always waits)")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="with --wait: give up after this long (default: no limit)")
 
 
 def _data_roots(items: list[str]) -> dict[str, str] | None:
@@ -44,26 +59,33 @@ def _data_roots(items: list[str]) -> dict[str, str] | None:
 
 def run(args) -> int:
     from avsf import launch
-    from avsf.experiments import check_seeds, get_grid
+    from avsf.grid import build_grid, run_grid
 
     profile = launch.load_cluster(args.cluster)  # a bad profile fails before anything is built
-    configs = get_grid(args.name, scale=args.scale, seeds=check_seeds(args.seeds),
-                       data_roots=_data_roots(args.data_root))
-    if args.overrides:
-        configs = [cfg.with_overrides(args.overrides) for cfg in configs]
-    if not configs:
+    grid = build_grid(args.name, scale=args.scale, seeds=args.seeds, data_roots=_data_roots(args.data_root),
+                      overrides=args.overrides, rows=args.rows.split(",") if args.rows is not None else None)
+    if not grid.runs:
         print(f"avsf sweep: {args.name} has no runs at scale {args.scale}", file=sys.stderr)
         return 0
     if args.dry_run:
-        for cfg in configs:
-            print(launch.run_dir_for(cfg, args.out))
+        for level in grid.levels():
+            for r in level:
+                after = f"  (after {', '.join(r.after)})" if r.after else ""
+                print(f"{launch.run_dir_for(r.config, args.out)}{after}")
         return 0
-    report = launch.submit(configs, backend=args.backend, sweep_dir=args.out, cluster=profile,
-                           max_parallel=args.max_parallel, retry_failed=args.retry_failed, job_fn=args.job_fn)
-    if args.wait:
-        frame = launch.wait(args.out)
-        from avsf._cli.status import print_table
-
-        print_table(frame)
-        return 1 if (frame["state"] == "failed").any() else 0
-    return 1 if report.failed and not args.retry_failed else 0
+    wait = args.wait or args.backend == "debug"
+    try:
+        outcome = run_grid(grid, backend=args.backend, sweep_dir=args.out, cluster=profile,
+                           max_parallel=args.max_parallel, retry_failed=args.retry_failed, job_fn=args.job_fn,
+                           wait=wait, timeout_s=args.timeout, label=f"avsf sweep {args.name}")
+    except TimeoutError as e:
+        print(f"avsf sweep {args.name}: {e} (they go on; `avsf status {args.out}` follows them)", file=sys.stderr)
+        return 1
+    print(f"avsf sweep {args.name}: {outcome.summary()} ({outcome.sweep_dir})", file=sys.stderr)
+    if outcome.failures:
+        print(f"avsf sweep {args.name}: {len(outcome.failures)} of {len(grid.runs)} run(s) failed "
+              f"(`avsf status {args.out}` shows their logs; --retry-failed submits them again):", file=sys.stderr)
+        for line in outcome.failure_lines():
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    return 0

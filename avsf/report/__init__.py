@@ -3,7 +3,8 @@
 The notebooks call only this package (and :mod:`avsf.experiments`); one module per part:
 
 - :mod:`~avsf.report.params`: :func:`validate_parameters` checks a notebook's parameters;
-- :mod:`~avsf.report.submit`: :func:`submit_and_wait` submits the grid and shows progress;
+- :mod:`~avsf.report.submit`: :func:`submit_and_wait` runs the notebook's grid through
+  :func:`avsf.grid.run_grid` (the door ``avsf sweep`` uses too) and shows progress;
 - :mod:`~avsf.report.collect`: :func:`collect` / :func:`read_runs` read each run's final.json
   (one canonical name per metric), config.json and metrics.jsonl;
 - :mod:`~avsf.report.stats`: the verdict rule (paired t-intervals over seeds, power, TOST, Holm);

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from avsf.errors import UserError
-from avsf.experiments import SCALES, Experiment, check_seeds, get_experiment, get_grid_entries, project_root
+from avsf.experiments import SCALES, Experiment, check_seeds, get_experiment, project_root
+from avsf.grid import DEFAULT_MAX_PARALLEL, DEFAULT_SEEDS, Grid, build_grid
 
 BACKENDS = ("debug", "local", "slurm")
 
@@ -25,16 +26,26 @@ class Params:
     data_roots: dict[str, str | None]
     output_dir: Path
     sweep_dir: Path
-    max_parallel: int = 2
+    max_parallel: int = DEFAULT_MAX_PARALLEL
     overrides: list[str] = field(default_factory=list)
     # render the table from its results folder alone (runs/, runs.csv, provenance.json): nothing
     # is trained or submitted, the sweep dir is the archive (avsf.report.archive.render_only)
     render_only: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # the grid, built once by validate_parameters with the overrides (None: built on first use)
+    built_grid: Grid | None = field(default=None, repr=False, compare=False)
 
     @property
     def experiment(self) -> Experiment:
         return get_experiment(self.notebook)
+
+    @property
+    def grid(self) -> Grid:
+        """The notebook's grid (:func:`avsf.grid.build_grid`) at these parameters."""
+        if self.built_grid is None:
+            self.built_grid = build_grid(self.notebook, scale=self.scale, seeds=self.seeds,
+                                         data_roots=self.data_roots, overrides=self.overrides)
+        return self.built_grid
 
 
 def injected_parameter_names(history: list[str] | None) -> list[str]:
@@ -87,7 +98,7 @@ def validate_parameters(namespace: dict[str, Any], *, notebook: str, declared: l
     if ns.get("backend") == "slurm" and not cluster:
         raise UserError("backend='slurm' needs a cluster profile: set cluster (e.g. 'local' for the "
                         "test cluster, or the name of a profile in slurm/)")
-    seeds = check_seeds(ns.get("seeds", [0]))
+    seeds = check_seeds(ns.get("seeds", list(DEFAULT_SEEDS)))
     roots = {}
     for key, value in ns.items():
         if key.startswith("data_root_"):
@@ -107,7 +118,7 @@ def validate_parameters(namespace: dict[str, Any], *, notebook: str, declared: l
     if not isinstance(overrides, (list, tuple)) or not all(isinstance(o, str) and "=" in o for o in overrides):
         raise UserError(f"parameter overrides={overrides!r} must be a list of 'section.key=value' strings, "
                         f"e.g. ['solver.epochs=2']")
-    max_parallel = ns.get("max_parallel", 2)
+    max_parallel = ns.get("max_parallel", DEFAULT_MAX_PARALLEL)
     if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
         raise UserError(f"parameter max_parallel={max_parallel!r} must be a positive integer")
     render_only = ns.get("render_only", False)
@@ -129,6 +140,7 @@ def validate_parameters(namespace: dict[str, Any], *, notebook: str, declared: l
         from avsf.report.archive import render_only as archived  # noqa: PLC0415 (archive builds on this module)
 
         return archived(params)
-    # building the grid now checks every config (and the paper scale's data roots) up front
-    get_grid_entries(notebook, scale=scale, seeds=seeds, data_roots=roots, overrides=overrides)
+    # built now: every config (and the paper scale's data roots) is checked before anything is
+    # submitted, and submit_and_wait runs this grid, not a second copy
+    params.built_grid = build_grid(notebook, scale=scale, seeds=seeds, data_roots=roots, overrides=overrides)
     return params
