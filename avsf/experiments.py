@@ -46,12 +46,11 @@ _FAMILY_PRESETS = {
               "slowfast_ava": "slowfast_r50_ava", "avslowfast_ava": "avslowfast_r50_ava",
               "slowfast_r101_ava": "slowfast_r101_ava", "avslowfast_r101_ava": "avslowfast_r101_ava"},
 }
-# --- self-supervised block: pretraining presets per scale (A.8 recipe at the paper scale) ---
+# --- Pretraining presets per scale (A.8 recipe at the paper scale)
 _FAMILY_PRESETS["smoke"].update(slowfast_pretrain="slowfast_pretrain_tiny", avslowfast_pretrain="avslowfast_pretrain_tiny")
 for _scale in ("small", "paper"):
     _FAMILY_PRESETS[_scale].update(slowfast_pretrain="slowfast_r50_4x16_pretrain",
                                    avslowfast_pretrain="avslowfast_r50_4x16_pretrain")
-# --- end self-supervised block
 # The paper fine-tunes its EPIC and Charades models from dedicated presets (Tables 2 and 4).
 _PAPER_DATASET_PRESETS = {
     ("epic", "slowfast"): "slowfast_r101_8x8_epic",
@@ -80,7 +79,7 @@ class Row:
     scales: tuple[str, ...] = SCALES  # scales at which the row is run
     members: tuple[str, ...] = ()  # late fusion: the rows whose trained models are ensembled
     default: bool = False  # the paper's default setting (marked in tables)
-    # self-supervised block: transfer rows start from another row's run (None: random init)
+    # transfer rows start from another row's run (None: random init)
     # "" (train as the preset), "probe" (linear probe), "finetune" (train all layers) or "init" (the
     # row's own recipe from another row's weights: the AVA detectors start from Kinetics, as in A.7)
     protocol: str = ""
@@ -295,7 +294,7 @@ _register(Experiment(
             ClaimLink("P4", "per_class", ("slowfast", "avslowfast")))))
 
 
-# --- self-supervised block: Table 8, Table A.1 (linear probe), A.2 (train all layers), audio-only ---
+# --- Table 8, Table A.1 (linear probe), A.2 (train all layers), audio-only
 _PRETRAIN_ROWS = (
     Row("pt_avsf_avs_rot", "pretrain AVSlowFast: AVS + ROT", family="avslowfast_pretrain"),
     Row("pt_avsf_rot", "pretrain AVSlowFast: ROT", family="avslowfast_pretrain",
@@ -351,7 +350,6 @@ _register(Experiment(
          "Below the paper scale, pretraining reads a subset of the built-in data and UCF101 / HMDB51 are "
          "synthetic views of it in the official split-file formats (20 and 10 classes, 4 train and 2 test "
          "clips per class): the numbers say the pipeline works, not what SSL does for real video."))
-# --- end self-supervised block
 
 
 _register(Experiment(
@@ -446,7 +444,7 @@ def _data_overrides(row: Row, scale: str, data_roots: dict[str, str | None]) -> 
     # the version is part of the run's identity: runs of an older built-in dataset are not reused
     out = [f"data.synthetic_root={synthetic_root}", f"data.synthetic_version={GENERATOR_VERSION}"]
     if row.dataset == "kinetics" and row.family.endswith("_pretrain") and scale == "smoke":
-        # self-supervised block: smoke pretraining reads a Kinetics-format subset of the built-in data
+        # smoke pretraining reads a Kinetics-format subset of the built-in data
         view = synthetic_view_dir(kind="ssl_pretrain", synthetic_root=synthetic_root, scale="smoke-seed0")
         return out + ["data.dataset=kinetics", f"data.root={view}"]
     if row.dataset == "kinetics":
@@ -462,7 +460,7 @@ def _data_overrides(row: Row, scale: str, data_roots: dict[str, str | None]) -> 
         view = synthetic_view_dir(kind=row.dataset, synthetic_root=synthetic_root, scale=f"{synth_scale}-seed0")
         head = "epic" if row.dataset == "epic" else "sigmoid"
         return out + [f"data.dataset={row.dataset}", f"data.root={view}", f"model.head={head}"]
-    if row.dataset in ("ucf101", "hmdb51"):  # self-supervised block: official split-file formats
+    if row.dataset in ("ucf101", "hmdb51"):  # official split-file formats
         synth_scale = "small" if scale == "small" else "smoke"
         view = synthetic_view_dir(kind=row.dataset, synthetic_root=synthetic_root, scale=f"{synth_scale}-seed0")
         return out + [f"data.dataset={row.dataset}", f"data.root={view}"]
@@ -493,7 +491,7 @@ def row_config(exp: Experiment | str, row_key: str, *, scale: str, seed: int,
         raise UserError(f"{exp.name} row {row_key} at scale {scale}: {e}") from e
 
 
-# --- self-supervised block: transfer protocols (Table 8 / A.1 linear probe, A.2 train all layers) ---
+# --- Transfer protocols (Table 8 / A.1 linear probe, A.2 train all layers)
 # Paper scale (appendix A.8): the linear probe trains 320k iterations at batch 64, lr 0.01, half-period
 # cosine; "train all layers" 80k (UCF) / 30k (HMDB) iterations at batch 16, lr 0.005 / 0.01, cosine.
 # In epochs of the split-1 training lists (UCF101 9537 videos, HMDB51 3570): probe 320k x 64 / 9537
@@ -535,7 +533,6 @@ def _transfer_overrides(exp: Experiment, row: Row, *, scale: str, seed: int,
         pre = row_config(exp, row.init_row, scale=scale, seed=seed, data_roots=data_roots, overrides=overrides)
         out.append(f"model.init_from={pre.name}-{pre.config_hash()}")
     return out
-# --- end self-supervised block
 
 
 def paper_model_config(exp: Experiment | str, row_key: str) -> RunConfig:

@@ -137,7 +137,7 @@ class AVSlowFast(nn.Module):
         if cfg.arch not in ("slowfast", "avslowfast", "audio_only"):
             raise ConfigError(f"AVSlowFast builds arch slowfast, avslowfast or audio_only, not {cfg.arch!r} "
                               f"(late_fusion: use build_model)")
-        pretrain = cfg.task == "pretrain"  # self-supervised block: no classifier, pretext heads
+        pretrain = cfg.task == "pretrain"  # no classifier, pretext heads
         if cfg.head != "epic" and cfg.num_classes < 1 and not pretrain:
             raise ConfigError(f"model.num_classes={cfg.num_classes}: set it to the dataset's class count "
                               f"(smoke presets leave 0 for the trainer to fill in)")
@@ -199,12 +199,11 @@ class AVSlowFast(nn.Module):
             head_dim += geo.slow["res5"] + geo.fast["res5"]
         if self.has_audio and (cfg.arch == "audio_only" or cfg.pool5_fusion):
             head_dim += geo.audio["res5"]
-        # --- self-supervised block: a pretrain model has pretext heads instead of a classifier
+        # --- a pretrain model has pretext heads instead of a classifier
         self.frozen_backbone = False
         self.rot_head: nn.Module | None = None
         if pretrain and "rot" in cfg.pretext and self.has_visual:
             self.rot_head = nn.Linear(geo.slow["res5"] + geo.fast["res5"], 4)  # 0/90/180/270 degrees
-        # --- end self-supervised block
         self.head: nn.Module | None
         if pretrain:
             self.head = None
@@ -318,7 +317,7 @@ class AVSlowFast(nn.Module):
         return int(n)
 
     # --- forward ------------------------------------------------------------------------
-    # --- self-supervised block: the linear probe -----------------------------------------------
+    # --- the linear probe
     def freeze_backbone(self) -> None:
         """Everything but the classifier's final linear layer (``head.fc``) is frozen: no
         gradients (so no optimiser state) and, whatever ``train()`` is called with, in eval mode
@@ -337,7 +336,6 @@ class AVSlowFast(nn.Module):
                 if name != "head":
                     child.eval()
         return self
-    # --- end self-supervised block
 
     def draw_drop(self, drop_audio: bool | None) -> bool:
         """This iteration's DropPathway decision: `drop_audio` (the trainer's draw), or a draw
@@ -398,7 +396,7 @@ class AVSlowFast(nn.Module):
             if use_audio_head:
                 pooled.append(_pool(a)[:n] * head_gate)  # pooled, then sliced: the gradient keeps its layout
             out = self.head(torch.cat(pooled, dim=1)) if self.head is not None else {}
-        if self.rot_head is not None:  # self-supervised block: rotation logits from the visual features
+        if self.rot_head is not None:  # rotation logits from the visual features
             out["rot_logits"] = self.rot_head(torch.cat(pooled[:2], dim=1))
 
         if use_avs:
@@ -410,7 +408,7 @@ class AVSlowFast(nn.Module):
             for k in out:
                 out[k] = out[k] + tie
         if self.head is None and self.training and out:
-            # self-supervised block: no classifier reads the pooled features (e.g. the audio res5 of a
+            # no classifier reads the pooled features (e.g. the audio res5 of a
             # ROT-only AVSlowFast); tie them in with a zero so DDP sees a gradient for every stage
             tie = torch.cat(pooled, dim=1).sum() * 0.0
             out = {k: v + tie for k, v in out.items()}

@@ -68,7 +68,7 @@ def build_from_runs(params: Params, runs: pd.DataFrame, run_dirs: Mapping[str, P
         for metric in exp.metrics:  # every metric the table reports gets its plot
             figures.append(out / f"bars_{metric}.png")
             P.close(P.plot_bars(exp, summary, metric=metric, path=figures[-1], runs=runs))
-    if "ssl_bars" in exp.plots:  # self-supervised block: transfer top-1 per dataset, pretext metrics
+    if "ssl_bars" in exp.plots:  # transfer top-1 per dataset, pretext metrics
         figures.append(out / "bars_transfer_top1.png")
         P.close(P.plot_transfer_bars(exp, summary, path=figures[-1], runs=runs))
         figures.append(out / "bars_pretext.png")

@@ -218,7 +218,7 @@ def plot_per_class_gain(gains: pd.Series, *, path: Path, title: str, top: int = 
     return _save(fig, path, "mean over seeds of each class's difference (new minus baseline).")
 
 
-# --- self-supervised block: Table 8 / A.1 / A.2 plots ------------------------------------------------
+# --- Table 8 / A.1 / A.2 plots
 def plot_transfer_bars(exp: Experiment | str, summary: pd.DataFrame, *, path: Path, runs: pd.DataFrame | None = None):
     """One panel per transfer dataset: top-1 of each probe / fine-tune row from 0, 95 % intervals,
     chance line; the random-init rows hatched, the paper's default (AVS + ROT probe) dark."""
@@ -274,5 +274,4 @@ def plot_pretext_bars(exp: Experiment | str, summary: pd.DataFrame, *, path: Pat
     fig.suptitle(wrap("pretext tasks on the val split (AVS-only rows have no rotation head, ROT-only rows no AVS)",
                       TITLE_WIDTH), fontsize=8)
     return _save(fig, path, INTERVAL_CAPTION + ".")
-# --- end self-supervised block
 

@@ -29,7 +29,7 @@ READERS: dict[str, Callable[..., SplitListing]] = {
     "epic": epic.read_split,
     "ucf101": ucf_hmdb.read_split_ucf101,
     "hmdb51": ucf_hmdb.read_split_hmdb51,
-    "kinetics600": kinetics.read_split,  # self-supervised block (A.2's audio-only row): Kinetics-400's format
+    "kinetics600": kinetics.read_split,  # A.2's audio-only row: Kinetics-400's format
     "ava": _read_split_ava,  # box CSVs + label map; avsf.data.datasets.ava
 }
 SPLITS = ("train", "val", "test")
