@@ -3,11 +3,11 @@ audio-only model fits and overfits faster than the visual one. Per seed (0 and 1
 val top-1 gap at the last epoch exceeds SlowFast's, and its val top-1 peaks before the last
 epoch. The same check is part of `avsf bench recipe` (avsf.engine.recipe_check).
 
-The second half is not reliably met under the current recipe (docs/SMOKE_RECIPE.md): on one
-generation of the smoke data seed 0's audio-only val top-1 peaked at its last epoch (16 of 16)
-and seed 1's at epoch 14; on another generation (a few files differ in bytes, issue 17) both
-peaked earlier. Until the data is bit-identical and the recipe makes it hold by a margin, it
-is an xfail that reports XPASS when it holds, not a pass."""
+The second half is not met under the current recipe (docs/SMOKE_RECIPE.md). On the
+bit-identical version-7 smoke data (issue 17), seed 0's audio-only val top-1 peaks at its last
+epoch (16 of 16) and seed 1's at epoch 12. Earlier, version-6 generations differed in a few
+files, and seed 0 then sometimes peaked earlier. It stays an xfail, reported as XPASS when it
+holds, until the recipe makes it hold. It is not strict: another CPU may round differently."""
 
 import pytest
 
@@ -35,8 +35,8 @@ def test_audio_overfits_more_than_vision(seed, smoke_root, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="issue 12/17: whether seed 0's audio-only val top-1 peaks before its last "
-                                        "epoch depends on the data generation")
+@pytest.mark.xfail(strict=False, reason="issue 12: on the version-7 smoke data seed 0's audio-only val top-1 "
+                                        "peaks at its last epoch (16 of 16); seed 1's at epoch 12")
 def test_audio_val_peaks_before_its_last_epoch_on_both_seeds(smoke_root, tmp_path_factory):
     results = {seed: _premise(seed, smoke_root, tmp_path_factory) for seed in (0, 1)}
     assert all(r["peak_holds"] for r in results.values()), results
