@@ -29,7 +29,9 @@ def _cfg(preset, *overrides):
 def _save(model, run_dir, *, step=7):
     state = {"model": model.state_dict(), "optimizer": {}, "step": step, "epoch": 1, "batch_in_epoch": 0,
              "rng": {}, "config_hash": "abc123"}
-    return save_checkpoint(state, ckpt_dir=run_dir / "checkpoints", keep=2)
+    path = save_checkpoint(state, ckpt_dir=run_dir / "checkpoints", keep=2)
+    (run_dir / "final.json").write_text("{}")  # a finished run: init_from refuses one still training
+    return path
 
 
 # --- rotation --------------------------------------------------------------------------------------
@@ -177,6 +179,11 @@ def test_init_from_errors_name_the_problem(tmp_path):
     (tmp_path / "empty-run").mkdir()
     with pytest.raises(UserError, match="has no valid checkpoint yet"):
         transfer.apply_transfer(model, cfg.with_overrides(["model.init_from=empty-run"]), tmp_path / "run")
+    unfinished = _save(model, tmp_path / "still-training")
+    (tmp_path / "still-training" / "final.json").unlink()
+    with pytest.raises(UserError, match="has not finished .no final.json.*checkpoint files"):
+        transfer.apply_transfer(model, cfg.with_overrides(["model.init_from=still-training"]), tmp_path / "run")
+    transfer.apply_transfer(model, cfg.with_overrides([f"model.init_from={unfinished}"]), tmp_path / "run")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="not a readable avsf checkpoint"):

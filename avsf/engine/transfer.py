@@ -50,6 +50,11 @@ def load_init_checkpoint(init_from: str, run_dir: str | Path) -> tuple[dict[str,
         if found is None:
             raise UserError(f"model.init_from={init_from!r}: {p} has no valid checkpoint yet (in {p / 'checkpoints'}); "
                             f"wait for its pretraining to write one, or give a checkpoint file")
+        if not (p / "final.json").exists():
+            # a source still training (or killed) would hand over a mid-training backbone; the grid
+            # runner orders runs so this cannot happen through it
+            raise UserError(f"model.init_from={init_from!r}: {p} has not finished (no final.json); wait until "
+                            f"it has (avsf status), or name one of its checkpoint files to start from it anyway")
         state, path = found
     else:
         try:
