@@ -3,11 +3,11 @@ audio-only model fits and overfits faster than the visual one. Per seed (0 and 1
 val top-1 gap at the last epoch exceeds SlowFast's, and its val top-1 peaks before the last
 epoch. The same check is part of `avsf bench recipe` (avsf.engine.recipe_check).
 
-The second half is not met under the current recipe (docs/SMOKE_RECIPE.md). On the
-bit-identical version-7 smoke data (issue 17), seed 0's audio-only val top-1 peaks at its last
-epoch (16 of 16) and seed 1's at epoch 12. Earlier, version-6 generations differed in a few
-files, and seed 0 then sometimes peaked earlier. It stays an xfail, reported as XPASS when it
-holds, until the recipe makes it hold. It is not strict: another CPU may round differently."""
+The second half is not reliably met under the current recipe (docs/SMOKE_RECIPE.md). It
+changes with fp32 rounding. On the bit-identical version-7 smoke data (issue 17), before the
+speed merge, seed 0's audio-only val top-1 peaked at its last epoch (16 of 16) and seed 1's at
+epoch 12. After the speed merge, whose numerics differ by about 3e-5, this test XPASSed in CI
+at a21e8a3. It stays a non-strict xfail until the recipe makes it hold by a margin."""
 
 import pytest
 
@@ -35,8 +35,8 @@ def test_audio_overfits_more_than_vision(seed, smoke_root, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="issue 12: on the version-7 smoke data seed 0's audio-only val top-1 "
-                                        "peaks at its last epoch (16 of 16); seed 1's at epoch 12")
+@pytest.mark.xfail(strict=False, reason="issue 12: whether seed 0's audio-only val top-1 peaks before its last "
+                                        "epoch changes with fp32 rounding (held after the speed merge, not before)")
 def test_audio_val_peaks_before_its_last_epoch_on_both_seeds(smoke_root, tmp_path_factory):
     results = {seed: _premise(seed, smoke_root, tmp_path_factory) for seed in (0, 1)}
     assert all(r["peak_holds"] for r in results.values()), results

@@ -99,7 +99,9 @@ class EpochMeter:
     def timing(self) -> dict[str, float]:
         """Where the training loop's time went: waiting for data versus computing."""
         loop = self.data_wait_s + self.train_time_s
-        return {"data_wait_s": round(self.data_wait_s, 3), "compute_s": round(self.train_time_s, 3),
+        # microseconds: at smoke the wait is often under a millisecond an epoch, and the fraction is
+        # checked against these two numbers
+        return {"data_wait_s": round(self.data_wait_s, 6), "compute_s": round(self.train_time_s, 6),
                 "data_wait_frac": round(self.data_wait_s / loop, 4) if loop > 0 else 0.0}
 
 
