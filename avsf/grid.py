@@ -47,11 +47,6 @@ DEFAULT_POLL_S = 2.0
 NOT_RUN = "not run"  # the state of a run whose source run failed: never submitted
 
 
-def run_name(cfg: RunConfig) -> str:
-    """The run directory's name in any sweep dir: ``<cfg.name>-<cfg.config_hash()>``."""
-    return launch.run_dir_for(cfg, ".").name
-
-
 @dataclass(frozen=True)
 class GridRun:
     """One run of a grid: a distinct config (cells that share a config share the run)."""
@@ -75,7 +70,7 @@ class Grid:
         ``model.init_from`` names (a relative ``<name>-<hash>``, as the experiments write it)."""
         configs: dict[str, RunConfig] = {}
         for e in entries:
-            configs.setdefault(run_name(e.config), e.config)
+            configs.setdefault(launch.run_name(e.config), e.config)
         runs = [GridRun(name, cfg, tuple(p for p in [cfg.model.init_from] if p in configs and p != name))
                 for name, cfg in configs.items()]
         grid = cls(experiment, list(entries), runs)

@@ -221,9 +221,14 @@ def repoint(run_dir: str | os.PathLike, cfg: RunConfig) -> None:
                   f"data.synthetic_root {cfg.data.synthetic_root!r})")
 
 
+def run_name(cfg: RunConfig) -> str:
+    """A run directory's name in any sweep dir: ``<cfg.name>-<cfg.config_hash()>``."""
+    return f"{cfg.name}-{cfg.config_hash()}"
+
+
 def run_dir_for(cfg: RunConfig, sweep_dir: str | os.PathLike) -> Path:
     """``sweep_dir/<name>-<config_hash>``: the same config always lands in the same place."""
-    return Path(sweep_dir) / f"{cfg.name}-{cfg.config_hash()}"
+    return Path(sweep_dir) / run_name(cfg)
 
 
 def newest_checkpoint(run_dir: Path) -> Path | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from avsf import grid as G
+from avsf import launch
 from avsf.cli import main
 from avsf.errors import UserError
 from avsf.experiments import get_grid
@@ -74,7 +75,7 @@ def test_overrides_enter_every_hash_and_every_init_from_link(name):
     assert all(r.config.solver.epochs == 1 for r in grid.runs)
     # what `avsf sweep --set` did before: the override after the grid was built names a folder
     # that no run of the grid will ever write
-    late = {G.run_name(c.with_overrides(["solver.epochs=1"])): c for c in get_grid(name, scale="smoke", seeds=[0])}
+    late = {launch.run_name(c.with_overrides(["solver.epochs=1"])): c for c in get_grid(name, scale="smoke", seeds=[0])}
     assert any(c.model.init_from not in late for c in late.values() if c.model.init_from)
 
 

@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from avsf.errors import UserError
 from avsf.experiments import project_root
+from avsf.launch import run_name
 from avsf.portable import ABSOLUTE_IN_TEXT, anchors_for, hash_form, scrub_paths
-from avsf.report.collect import ENSEMBLE_SEP, LATE_FUSION_DIR, late_fusion_cache_name, run_name
+from avsf.report.collect import ENSEMBLE_SEP, LATE_FUSION_DIR, late_fusion_cache_name
 from avsf.report.params import Params
 from avsf.report.provenance import collect_provenance, provenance_markdown
 

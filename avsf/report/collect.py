@@ -20,17 +20,13 @@ import pandas as pd
 
 from avsf.errors import UserError
 from avsf.experiments import Experiment, GridEntry, get_experiment
+from avsf.launch import run_name
 
 COMPUTE_METRICS = ("params", "gflops", "gflops_audio", "views")
 ENSEMBLE_SEP = " + "  # the run of a late-fusion cell: "<visual run> + <audio run>"
 LATE_FUSION_DIR = "_late_fusion"  # the late-fusion metrics cache, inside a sweep dir (and an archive)
 # the class counts chance levels are drawn from (config.json's model section, resolved by the trainer)
 CLASS_COUNTS = ("num_classes", "num_verbs", "num_nouns")
-
-
-def run_name(cfg) -> str:
-    """The launcher's run directory name of a config: ``<name>-<config_hash>``."""
-    return f"{cfg.name}-{cfg.config_hash()}"
 
 
 def run_dir_of(cfg, sweep_dir: str | Path) -> Path:
