@@ -132,6 +132,9 @@ class DataConfig:
     num_workers: int = 2
     decode_failure: str = "replace"  # "replace" (count and log) or "strict" (raise)
     decode_timeout_s: float = 60.0
+    # at most this many videos per split, evenly spaced over the split file (0 = all): a quick
+    # look at a new dataset, and CI's one-epoch grids; the subset enters the config hash
+    limit_videos: int = 0
     # --- AVA (dataset "ava"; layout in avsf/data/datasets/ava.py) ---------------------------
     ava_version: str = "v2.2"  # which annotation file names to read: v2.1 or v2.2
     ava_annotation_dir: str = ""  # folder of the CSVs and the label map; empty = ROOT/annotations

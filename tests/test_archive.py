@@ -257,8 +257,8 @@ def test_the_default_wall_time_is_the_age_of_the_process():
 
 
 # --- a trained grid, rendered again from results/ alone -----------------------------------------------
-# the notebook tests' quick smoke settings (tests/test_notebooks.py): one seed, one epoch per run
-QUICK_SEEDS, QUICK_OVERRIDES = [0], ["solver.epochs=1"]
+# the notebook tests' quick smoke settings (tests/test_notebooks.py): one seed, one epoch per run, 48 videos
+QUICK_SEEDS, QUICK_OVERRIDES = [0], ["solver.epochs=1", "data.limit_videos=48"]
 
 
 @pytest.mark.slow

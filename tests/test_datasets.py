@@ -66,6 +66,21 @@ def test_kinetics_test_views_and_ids(kinetics):
     assert not torch.allclose(first, last)
 
 
+def test_limit_videos_keeps_an_evenly_spread_subset_of_every_split(kinetics):
+    from avsf.data.datasets.base import evenly_spaced
+
+    assert evenly_spaced(list(range(10)), 4) == [0, 2, 5, 7] and evenly_spaced([1, 2], 5) == [1, 2]
+    full = build_dataset(tiny_cfg(kinetics), "test")
+    cfg = tiny_cfg(kinetics, overrides=["data.limit_videos=3", "data.num_temporal_views=2"])
+    part = build_dataset(cfg, "test")
+    # the first of each class's two videos (the split lists classes in order): every class stays
+    assert [r.path for r in part.records] == [full.records[i].path for i in (0, 2, 4)]
+    assert len(part) == 3 * 2 and part.num_classes == full.num_classes
+    assert cfg.config_hash() != tiny_cfg(kinetics).config_hash()  # a subset run is another run
+    with pytest.raises(UserError, match="limit_videos=-1"):
+        build_dataset(tiny_cfg(kinetics, overrides=["data.limit_videos=-1"]), "test")
+
+
 def test_arch_decides_which_streams_are_decoded(kinetics):
     sf = build_dataset(tiny_cfg(kinetics, preset="slowfast_tiny"), "train")[0]
     assert "slow" in sf and "audio" not in sf and "audio_neg" not in sf

@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 
 from avsf.data.boxes import flip_boxes, iou, map_boxes
-from avsf.data.datasets.base import AVClipDataset
+from avsf.data.datasets.base import AVClipDataset, evenly_spaced
 from avsf.data.datasets.records import BadLine, SplitListing, VideoRecord
 from avsf.errors import UserError
 
@@ -523,8 +523,11 @@ class AVADataset(AVClipDataset):
         index = {r.name: i for i, r in enumerate(self.records)}  # videos that passed the probe
         self.keyframes = [kf for kf in s.keyframes if kf.video in index]
         self._video_index = [index[kf.video] for kf in self.keyframes]
-        self.groundtruth = s.groundtruth
-        self.excluded = s.excluded
+        self.groundtruth, self.excluded = s.groundtruth, s.excluded
+        if cfg.data.limit_videos:  # a subset is scored against its own videos' boxes only
+            chosen = {r.name for r in evenly_spaced(records, cfg.data.limit_videos)}
+            self.groundtruth = [g for g in s.groundtruth if g[0][0] in chosen]
+            self.excluded = {key for key in s.excluded if key[0] in chosen}
         self.class_ids = s.class_ids
         self.stats.update({f"ava_{k}": v for k, v in s.stats.items()})
         self.stats["keyframes_used"] = len(self.keyframes)

@@ -39,6 +39,16 @@ log = logging.getLogger("avsf.data")
 MAX_ATTEMPTS = 10  # replacements tried before a sample gives up (a bug, not a bad file)
 
 
+def evenly_spaced(items: list, limit: int) -> list:
+    """At most `limit` of `items` (all when `limit` is 0), spread evenly over the list in its
+    order: a split file sorted by class keeps every class."""
+    if limit < 0:
+        raise UserError(f"data.limit_videos={limit} must be 0 (all videos) or a positive count")
+    if not limit or len(items) <= limit:
+        return list(items)
+    return [items[i * len(items) // limit] for i in range(limit)]
+
+
 class AVClipDataset(torch.utils.data.Dataset):
     """Clips of the videos in `listing`, sampled and transformed as `cfg` says.
 
@@ -70,7 +80,8 @@ class AVClipDataset(torch.utils.data.Dataset):
         self.epoch, self.total_epochs = 0, max(1, cfg.solver.epochs)
         self.blocked: set[int] = set()  # videos that killed a loader worker: never decoded again
         self.on_decode: Callable[[int], None] | None = None  # told which video is opened next (loader.py)
-        self.records, self.durations, self.audio_flags, self.stats = self._select(listing.records, probe=probe)
+        records = evenly_spaced(listing.records, cfg.data.limit_videos)
+        self.records, self.durations, self.audio_flags, self.stats = self._select(records, probe=probe)
         self.num_videos = len(self.records)
         self.views = cfg.data.num_temporal_views * cfg.data.num_spatial_views if split != "train" else 1
         log.info("%s %s: %s", dataset_name, split, ", ".join(f"{k} {v}" for k, v in self.stats.items()))
