@@ -1,7 +1,9 @@
 """Shared fixtures. ``smoke_root``: the built-in smoke dataset, generated once and cached.
 
-The cache lives in ``$AVSF_TEST_DATA`` or ``<repo>/.cache/test-data`` (git-ignored) and is
-reused across test sessions; a copy from an older generator version is regenerated, and a
+The cache lives in ``$AVSF_TEST_DATA`` or else where the built-in data of a checkout lives,
+``<repo>/data/synthetic`` (git-ignored): the same checksummed files `avsf synth` writes, so a
+fresh clone generates them once for the unit tests and the notebooks' runs. It is reused
+across test sessions; a copy from an older generator version is regenerated, and a
 file lock makes parallel sessions generate it once.
 """
 
@@ -17,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_data_dir() -> Path:
     """Where tests cache generated data."""
-    return Path(os.environ.get("AVSF_TEST_DATA") or REPO / ".cache" / "test-data")
+    return Path(os.environ.get("AVSF_TEST_DATA") or REPO / "data" / "synthetic")
 
 
 test_data_dir.__test__ = False  # a helper, not a test
