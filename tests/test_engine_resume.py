@@ -18,12 +18,13 @@ from avsf.engine.checkpoint import list_checkpoints, load_latest
 from avsf.engine.train import TIMING_FIELDS
 
 REPO = Path(__file__).resolve().parents[1]
-# small but complete: AVS negatives, DropPathway draws, dropout, 2 loader workers, 2 epochs
+# small but complete: AVS negatives, DropPathway draws, 2 loader workers, 2 epochs of
+# 6 steps (192 videos per split), checkpoints every 3 steps
 ARGS = ["--preset", "avslowfast_tiny", "--seed", "3",
         "--set", f"data.synthetic_root={REPO / 'data' / 'synthetic'}",
         "--set", "solver.epochs=2", "--set", "solver.batch_size=32", "--set", "solver.reference_batch=32",
         "--set", "checkpoint_every=3", "--set", "keep_checkpoints=2", "--set", "eval_every=1",
-        "--set", "data.num_temporal_views=1", "--set", "data.num_workers=2"]
+        "--set", "data.num_temporal_views=1", "--set", "data.num_workers=2", "--set", "data.limit_videos=192"]
 
 
 def _cmd(out: Path) -> list[str]:

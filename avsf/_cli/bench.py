@@ -43,6 +43,7 @@ def add_arguments(p) -> None:
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per preset")
     r.add_argument("--synthetic-root", default=None, help="where the built-in data is (default: the preset's)")
     r.add_argument("--no-probes", action="store_true", help="skip the linear probes on fixed features")
+    r.add_argument("--parallel", type=int, default=2, help="runs trained at once (local launcher; default 2)")
     r.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -69,7 +70,7 @@ def run(args) -> int:
         from avsf.engine.recipe_check import bench_recipe, format_report
 
         result = bench_recipe(out=args.out, seeds=tuple(args.seeds), synthetic_root=args.synthetic_root,
-                              probes=not args.no_probes)
+                              probes=not args.no_probes, max_parallel=args.parallel)
         print(json.dumps(result, indent=2) if args.json else format_report(result))
         return 0 if result["all_ok"] else 1
     else:

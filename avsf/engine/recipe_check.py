@@ -20,12 +20,15 @@ import json
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 AV, VISUAL, AUDIO = "avslowfast_tiny", "slowfast_tiny", "audio_only_tiny"
 PRESETS = (AV, VISUAL, AUDIO)
 AV_TRAIN_MIN, AV_TEST_MIN, VISUAL_TEST_MIN, AV_MARGIN_MIN = 90.0, 60.0, 45.0, 5.0
 DATA_WAIT_MAX = 0.10
+# runs trained at once: on 2 cores each tiny run computes on one (avsf.engine.runtime.cpu_threads
+# gives it one thread beside its 2 loader workers), so two at a time use both
+DEFAULT_PARALLEL = 2
 
 
 def read_epochs(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -55,17 +58,32 @@ def premise(visual_epochs: list[dict[str, Any]], audio_epochs: list[dict[str, An
             "gap_holds": gap_a > gap_v, "peak_holds": peak < last, "holds": gap_a > gap_v and peak < last}
 
 
-def train_preset(preset: str, *, seed: int, out: Path, synthetic_root: str | None = None) -> Path:
-    """Train (or reuse) one tiny preset as it is; returns its run dir."""
-    from avsf.engine.train import train
+def preset_config(preset: str, *, seed: int, synthetic_root: str | None = None):
+    """One tiny preset as it is, at `seed` (on the built-in data at `synthetic_root`)."""
     from avsf.presets import get_preset
 
     overrides: dict[str, Any] = {"seed": seed}
     if synthetic_root:
         overrides["data.synthetic_root"] = str(synthetic_root)
-    run_dir = out / f"{preset}-seed{seed}"
-    train(get_preset(preset).with_overrides(overrides), run_dir)
-    return run_dir
+    return get_preset(preset).with_overrides(overrides)
+
+
+def train_presets(jobs: Iterable[tuple[str, int]], *, out: str | Path, synthetic_root: str | None = None,
+                  max_parallel: int = DEFAULT_PARALLEL) -> dict[tuple[str, int], Path]:
+    """Train (or reuse) each (preset, seed) as it is, `max_parallel` at a time through the local
+    launcher (processes on this machine, as `avsf sweep --backend local` runs them); returns
+    their run dirs. A run that fails raises with its reason."""
+    from avsf import launch
+    from avsf.errors import UserError
+
+    configs = {job: preset_config(job[0], seed=job[1], synthetic_root=synthetic_root) for job in jobs}
+    launch.submit(list(configs.values()), backend="local", sweep_dir=out, max_parallel=max_parallel, verbose=False)
+    frame = launch.wait(out, runs=[launch.run_name(c) for c in configs.values()], timeout_s=None, poll_s=5.0)
+    failed = frame[frame["state"] != "done"]
+    if len(failed):
+        raise UserError("recipe runs did not finish: " + "; ".join(f"{r.run}: {r.state} ({r.reason or r.error})"
+                                                                   for r in failed.itertuples()))
+    return {job: launch.run_dir_for(c, out) for job, c in configs.items()}
 
 
 def summarize(run_dirs: dict[tuple[str, int], Path], *, premise_seeds: tuple[int, ...] = (0, 1)) -> dict[str, Any]:
@@ -100,12 +118,14 @@ def summarize(run_dirs: dict[tuple[str, int], Path], *, premise_seeds: tuple[int
 
 
 def bench_recipe(*, out: str | Path, seeds: tuple[int, ...] = (0, 1, 2), presets: tuple[str, ...] = PRESETS,
-                 synthetic_root: str | None = None, probes: bool = True) -> dict[str, Any]:
+                 synthetic_root: str | None = None, probes: bool = True,
+                 max_parallel: int = DEFAULT_PARALLEL) -> dict[str, Any]:
     """Train every preset x seed in `out` (finished runs are reused), then :func:`summarize`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    run_dirs = {(p, s): train_preset(p, seed=s, out=out, synthetic_root=synthetic_root) for s in seeds for p in presets}
+    run_dirs = train_presets([(p, s) for s in seeds for p in presets], out=out, synthetic_root=synthetic_root,
+                             max_parallel=max_parallel)
     result = summarize(run_dirs, premise_seeds=tuple(s for s in (0, 1) if s in seeds))
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     if probes:
