@@ -323,3 +323,22 @@ def test_sound_fits_faster_and_overfits_more_than_sight(smoke_features, one_torc
     assert audio["train_top1"][-1] >= 0.95 and visual["train_top1"][-1] >= 0.9  # both fit, eventually
     assert audio["gap"] > visual["gap"] + 0.04
     assert audio["test_top1"][-1] > 0.5  # overfit, but it still learned the words (chance: 0.25)
+
+
+def test_shared_work_comes_back_in_share_order_and_a_failing_worker_is_named(tmp_path):
+    from media_helpers import write_clip
+
+    from avsf.data.synthetic.views import CHARADES_FPS
+    from avsf.data.synthetic.workers import run_shared
+
+    task = "avsf.data.synthetic.views:extract_charades_frames"
+    clips = [str(write_clip(tmp_path / f"c{k}.mp4", seconds=0.5 + 0.5 * k, audio=False)) for k in range(3)]
+    jobs = [(c, str(tmp_path / "frames" / f"c{k}")) for k, c in enumerate(clips)]
+    done = run_shared(task, jobs, kwargs={}, workers=2, work=tmp_path / ".work")
+    # share 0 (jobs 0 and 2) here, share 1 (job 1) in a fresh interpreter; its tuple came back as a list
+    assert [tuple(d) for d in done] == [(jobs[k][1], int((0.5 + 0.5 * k) * CHARADES_FPS)) for k in (0, 2, 1)]
+    assert not (tmp_path / ".work").exists()
+    bad = [(clips[0], str(tmp_path / "again" / "a")), (str(tmp_path / "missing.mp4"), str(tmp_path / "again" / "b"))]
+    with pytest.raises(RuntimeError, match=r"(?s)a worker of avsf.data.synthetic.views:extract_charades_frames "
+                                           r"failed \(exit 1\): .*missing\.mp4"):
+        run_shared(task, bad, kwargs={}, workers=2, work=tmp_path / ".work2")

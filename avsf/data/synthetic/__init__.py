@@ -17,8 +17,9 @@ One module per thing it makes:
   the classification dataset.
 - :mod:`~avsf.data.synthetic.probes`: linear probes that check the design (sight and sound
   are complementary, sound overfits).
+- :mod:`~avsf.data.synthetic.workers`: work shared with fresh interpreters (clips, frames).
 
-``python -m avsf.data.synthetic`` is a clip worker of :func:`generate_dataset` (``__main__``).
+``python -m avsf.data.synthetic`` is a worker of :func:`workers.run_shared` (``__main__``): clips, Charades frames.
 """
 
 from avsf.data.synthetic.dataset import (

@@ -1,8 +1,8 @@
-"""``python -m avsf.data.synthetic REQUEST RESULT``: one clip worker of :func:`generate_dataset`
-(a fresh interpreter, see :func:`avsf.data.synthetic.dataset.worker_main`)."""
+"""``python -m avsf.data.synthetic TASK REQUEST RESULT``: one worker of
+:func:`avsf.data.synthetic.workers.run_shared` (a fresh interpreter)."""
 
 import sys
 
-from avsf.data.synthetic.dataset import worker_main
+from avsf.data.synthetic.workers import worker_main
 
-worker_main(*sys.argv[1:3])
+worker_main(*sys.argv[1:4])

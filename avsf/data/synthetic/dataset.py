@@ -41,8 +41,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -53,6 +51,7 @@ import numpy as np
 from avsf.data.synthetic import checksums
 from avsf.data.synthetic import sounds
 from avsf.data.synthetic import visuals
+from avsf.data.synthetic.workers import run_shared
 from avsf.errors import UserError
 
 GENERATOR_VERSION = 7  # bump whenever the generated content changes: cached copies regenerate (7: x264 without MB-tree)
@@ -254,53 +253,12 @@ def _write_many(out_dir: str | os.PathLike, *, spec: ScaleSpec, seed: int, jobs:
     return [write_clip(out_dir, spec=spec, seed=seed, split=s, label=c, index=i) for s, c, i in jobs]
 
 
-def _run_jobs(out_dir: Path, *, spec: ScaleSpec, seed: int, jobs: list[tuple[str, int, int]], workers: int) -> list[dict]:
-    """Write all clips, sharing them between this process and ``workers - 1`` fresh interpreters
-    (``python -m avsf.data.synthetic``, which runs :func:`worker_main`).
-
-    Plain subprocesses rather than multiprocessing: spawn and forkserver re-import the
-    caller's ``__main__`` (a script without a main guard would generate again, and deadlock on
-    the lock), and fork is unsafe once torch has started its threads. Requests, results and
-    logs go through files in ``out_dir/.work`` (no pipe can fill up and block a worker).
-    """
-    shares = [jobs[k::workers] for k in range(workers)]
-    work = out_dir / ".work"
-    work.mkdir()
-    procs = []
-    for k, share in enumerate(shares[1:], start=1):
-        (work / f"request-{k}.json").write_text(json.dumps({"out": str(out_dir), "spec": asdict(spec), "seed": seed,
-                                                            "jobs": share}))
-        with open(work / f"log-{k}.txt", "w") as log:
-            procs.append(subprocess.Popen([sys.executable, "-m", "avsf.data.synthetic", str(work / f"request-{k}.json"),
-                                           str(work / f"result-{k}.json")], stdin=subprocess.DEVNULL, stdout=log,
-                                          stderr=subprocess.STDOUT))
-    try:
-        clips = _write_many(out_dir, spec=spec, seed=seed, jobs=shares[0])
-    except BaseException:
-        for proc in procs:
-            proc.kill()
-        raise
-    finally:
-        codes = [proc.wait() for proc in procs]
-    for k, code in enumerate(codes, start=1):
-        if code != 0:
-            log = (work / f"log-{k}.txt").read_text().strip()[-2000:]
-            raise RuntimeError(f"a synthetic-data worker failed (exit {code}): {log}")
-        clips += json.loads((work / f"result-{k}.json").read_text())
-    shutil.rmtree(work)
-    return clips
+def write_clips(jobs: list, *, out: str, spec: dict, seed: int) -> list[dict]:
+    """:func:`avsf.data.synthetic.workers.run_shared`'s task: the (split, label, index) clips of
+    `jobs` into `out`; their metadata."""
+    return _write_many(out, spec=ScaleSpec(**spec), seed=seed, jobs=[tuple(j) for j in jobs])
 
 
-def worker_main(request_path: str, result_path: str) -> None:
-    """Entry of a worker process (``python -m avsf.data.synthetic REQUEST RESULT``): render the clips a request file lists, write their metadata."""
-    request = json.loads(Path(request_path).read_text())
-    spec = ScaleSpec(**request["spec"])
-    jobs = [tuple(j) for j in request["jobs"]]
-    clips = _write_many(request["out"], spec=spec, seed=request["seed"], jobs=jobs)
-    Path(result_path).write_text(json.dumps(clips))
-
-
-# --- the whole dataset --------------------------------------------------------------------------
 def _jobs(spec: ScaleSpec) -> list[tuple[str, int, int]]:
     return [(split, label, i) for split in SPLITS for label in range(len(CLASSES))
             for i in range(spec.clips_per_class[split])]
@@ -389,7 +347,8 @@ def _write_all(tmp: Path, *, spec: ScaleSpec, seed: int, workers: int | None) ->
     jobs = _jobs(spec)
     workers = max(1, min(workers or min(2, os.cpu_count() or 1), len(jobs)))
     tmp.mkdir()
-    clips = _run_jobs(tmp, spec=spec, seed=seed, jobs=jobs, workers=workers)
+    clips = run_shared("avsf.data.synthetic.dataset:write_clips", jobs, workers=workers, work=tmp / ".work",
+                       kwargs={"out": str(tmp), "spec": asdict(spec), "seed": seed})
     order = {(s, c, i): k for k, (s, c, i) in enumerate(jobs)}
     clips.sort(key=lambda m: order[(m["split"], m["label"], int(Path(m["path"]).stem.split("_")[-1]))])
     for split in SPLITS:

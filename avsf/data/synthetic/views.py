@@ -16,6 +16,7 @@ views (and the synthetic AVA data) that a list of run configs reads; the dataset
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from avsf.data.synthetic.dataset import ensure_synthetic, generate_once, swap_in
 from avsf.data.synthetic.detection import ensure_synthetic_ava
+from avsf.data.synthetic.workers import run_shared
 from avsf.errors import UserError
 
 if TYPE_CHECKING:
@@ -167,22 +169,26 @@ def _write_charades_view(source: Path, out: Path) -> None:
             (out / "videos" / f"{vid}.mp4").symlink_to(source / clip["path"])
             listed[split].append((vid, index, f"{verb},{len(verbs) + noun}"))
             jobs.append((str(source / clip["path"]), str(out / "frames" / vid)))
-    _extract_frames_in_parallel(jobs, work=out / ".work")
+    workers = max(1, min(2, os.cpu_count() or 1, len(jobs)))
+    counts = dict(run_shared("avsf.data.synthetic.views:extract_charades_frames", jobs, kwargs={},
+                             workers=workers, work=out / ".work"))
     for split, videos in listed.items():
         lines = ["original_vido_id video_id frame_id path labels"]
         for vid, index, labels in videos:
-            count = sum(1 for _ in (out / "frames" / vid).glob("*.jpg"))
-            lines += [f"{vid} {index} {k} frames/{vid}/{vid}-{k + 1:06d}.jpg {labels}" for k in range(count)]
+            lines += [f"{vid} {index} {k} frames/{vid}/{vid}-{k + 1:06d}.jpg {labels}"
+                      for k in range(counts[str(out / "frames" / vid)])]
         (out / f"{split}.csv").write_text("\n".join(lines) + "\n")
     (out / "vocabulary.json").write_text(json.dumps({"labels": verbs + nouns}, indent=1))
 
 
-def extract_charades_frames(jobs: list[tuple[str, str]]) -> None:
+def extract_charades_frames(jobs: list) -> list[tuple[str, int]]:
     """Each (video file, frame folder): the video's frames resampled to CHARADES_FPS, as
-    ``<folder>/<id>-000001.jpg`` ... (Charades' RGB frame layout)."""
+    ``<folder>/<id>-000001.jpg`` ... (Charades' RGB frame layout); (folder, frames written) each.
+    A task of :func:`avsf.data.synthetic.workers.run_shared`."""
     import av  # noqa: PLC0415
     from PIL import Image  # noqa: PLC0415
 
+    written = []
     for video, folder in jobs:
         frame_dir = Path(folder)
         frame_dir.mkdir(parents=True)
@@ -190,40 +196,12 @@ def extract_charades_frames(jobs: list[tuple[str, str]]) -> None:
             stream = container.streams.video[0]
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
             fps = float(stream.average_rate or 30)
-        for k in range(int(len(frames) / fps * CHARADES_FPS)):
+        count = int(len(frames) / fps * CHARADES_FPS)
+        for k in range(count):
             src = min(int(round(k / CHARADES_FPS * fps)), len(frames) - 1)
             Image.fromarray(frames[src]).save(frame_dir / f"{frame_dir.name}-{k + 1:06d}.jpg", quality=90)
-
-
-def _extract_frames_in_parallel(jobs: list[tuple[str, str]], *, work: Path) -> None:
-    """Half the frame extraction in a fresh interpreter, half here (~2x on 2 cores); a plain
-    subprocess rather than multiprocessing, for the reasons of ``dataset._run_jobs``."""
-    import os  # noqa: PLC0415
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-
-    if (os.cpu_count() or 1) < 2 or len(jobs) < 2:
-        extract_charades_frames(jobs)
-        return
-    work.mkdir()
-    request = work / "frames.json"
-    request.write_text(json.dumps(jobs[1::2]))
-    code = "import json, sys; from avsf.data.synthetic.views import extract_charades_frames as f; " \
-           "f([tuple(j) for j in json.load(open(sys.argv[1]))])"
-    with open(work / "log.txt", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-c", code, str(request)], stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT)
-    try:
-        extract_charades_frames(jobs[0::2])
-    except BaseException:
-        proc.kill()
-        raise
-    finally:
-        proc.wait()
-    if proc.returncode != 0:
-        raise RuntimeError(f"a frame-extraction worker failed (exit {proc.returncode}): "
-                           f"{(work / 'log.txt').read_text().strip()[-2000:]}")
-    shutil.rmtree(work)
+        written.append((folder, count))
+    return written
 
 
 # --- synthetic UCF101 / HMDB51 views (official split-file formats) ------------
