@@ -72,6 +72,29 @@ def _params(tmp_path: Path, exp: str) -> R.Params:
     return R.validate_parameters(ns, notebook=exp, declared=DECLARED)
 
 
+def test_table1_keeps_the_config_behind_every_count_and_a_rerender_keeps_them(tmp_path):
+    from avsf.flops import count_model
+
+    params = _params(tmp_path, "table1_architecture")
+    out = R.build(params, []).out_dir
+    table = pd.read_csv(out / "table.csv").set_index("preset")
+    archived = sorted(p.name for p in A.runs_dir(out).iterdir())
+    assert archived == sorted(table.index)
+    for name in ("avslowfast_tiny", "slowfast_r50_4x16"):  # a resolved class count and a paper model
+        run = A.runs_dir(out) / name
+        counts = json.loads((run / "counts.json").read_text())
+        assert counts["preset"] == name and counts["params (M)"] == table.loc[name, "params (M)"]
+        cfg = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
+        recount = count_model(cfg.model, 256)  # the archived config alone gives the number again
+        assert round(recount["params"] / 1e6, 2) == counts["params (M)"]
+        assert round(recount["gflops"], 2) == counts["GFLOPs @256"] == table.loc[name, "GFLOPs @256"]
+    A.check_no_machine_paths(tmp_path / "results")
+    stored = {p: p.read_bytes() for p in A.runs_dir(out).rglob("*.json")}
+    shutil.rmtree(tmp_path / "sweeps", ignore_errors=True)
+    again = A.render_from_archive(out)  # `avsf report table1_architecture`: the archive is kept as it is
+    assert again.out_dir == out and {p: p.read_bytes() for p in A.runs_dir(out).rglob("*.json")} == stored
+
+
 # --- archiving one run --------------------------------------------------------------------------
 def test_an_archived_run_names_no_path_and_keeps_its_hash(tmp_path):
     entry = _fake_run(tmp_path / "sweeps", "sectionA3_per_class_gain", "avslowfast", 0, 42.0)

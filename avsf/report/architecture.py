@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from avsf.report.archive import record_table
+from avsf.report.archive import is_render_only, record_table, runs_dir
 from avsf.report.params import Params
 from avsf.report.tables import to_markdown
 
@@ -16,6 +18,10 @@ ARCHITECTURE_PRESETS = {
     "paper": ("slowfast_r50_4x16", "avslowfast_r50_4x16", "audio_only_r50"),
 }
 REFERENCE_TOLERANCE = 0.01  # our counts match REFERENCE.md's within 1 %
+COUNT_COLUMNS = ("classes", "params (M)", "GFLOPs @224", "GFLOPs @256", "audio GFLOPs @256")  # counted, not looked up
+
+if TYPE_CHECKING:
+    from avsf.config import RunConfig
 
 
 def reference_compute() -> pd.DataFrame:
@@ -46,18 +52,27 @@ def counted_model(cfg):
     return cfg.with_overrides([f"model.num_classes={len(CLASSES)}"]).model
 
 
-def compute_table() -> pd.DataFrame:
-    """Params and GFLOPs at crops 224 and 256 of every Kinetics preset, beside the reference."""
-    from avsf.flops import count_model  # noqa: PLC0415
+def counted_presets() -> list[tuple[str, "RunConfig"]]:
+    """Every Kinetics-format preset (and the built-in data's) as counted: its config with the
+    class count the trainer resolves (:func:`counted_model`)."""
     from avsf.presets import get_preset, list_presets  # noqa: PLC0415
+
+    counted = []
+    for name in list_presets():
+        cfg = get_preset(name)
+        if cfg.data.dataset in ("kinetics", "synthetic"):
+            counted.append((name, cfg.with_overrides({"model.num_classes": counted_model(cfg).num_classes})))
+    return counted
+
+
+def compute_table(counted: list[tuple[str, "RunConfig"]] | None = None) -> pd.DataFrame:
+    """Params and GFLOPs at crops 224 and 256 of every counted preset, beside the reference."""
+    from avsf.flops import count_model  # noqa: PLC0415
 
     ref = reference_compute().set_index("preset")
     rows = []
-    for name in list_presets():
-        cfg = get_preset(name)
-        if cfg.data.dataset not in ("kinetics", "synthetic"):
-            continue
-        model = counted_model(cfg)
+    for name, cfg in counted if counted is not None else counted_presets():
+        model = cfg.model
         c224, c256 = count_model(model, 224), count_model(model, 256)
         rec = {"preset": name, "classes": model.num_classes, "params (M)": round(c256["params"] / 1e6, 2),
                "GFLOPs @224": round(c224["gflops"], 2), "GFLOPs @256": round(c256["gflops"], 2),
@@ -76,6 +91,24 @@ def compute_table() -> pd.DataFrame:
     return pd.DataFrame.from_records(rows).fillna("")
 
 
+def archive_counts(compute: pd.DataFrame, counted: list[tuple[str, "RunConfig"]], out: Path) -> None:
+    """What each row of the compute table was counted from, beside the table: runs/<preset>/
+    config.json (the config counted) and counts.json (the row's numbers and how they were
+    counted); no metrics.jsonl, as nothing is trained. A rerun replaces the whole folder."""
+    import shutil  # noqa: PLC0415
+
+    root = runs_dir(out)
+    shutil.rmtree(root, ignore_errors=True)
+    rows = compute.set_index("preset")[list(COUNT_COLUMNS)]
+    for name, cfg in counted:
+        run = root / name
+        run.mkdir(parents=True)
+        (run / "config.json").write_text(cfg.to_json() + "\n")
+        counts = {"preset": name, "counter": "fvcore (a multiply-add is one FLOP), one view, batch 1",
+                  **json.loads(rows.loc[name].to_json())}
+        (run / "counts.json").write_text(json.dumps(counts, indent=2, sort_keys=True) + "\n")
+
+
 def build_architecture(params: Params):
     """Table 1: stage shapes of the scale's presets and the compute of every preset."""
     from avsf.report.build import Result  # noqa: PLC0415 (build imports this module)
@@ -83,9 +116,12 @@ def build_architecture(params: Params):
     exp = params.experiment
     out = Path(params.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    compute = compute_table()
+    counted = counted_presets()
+    compute = compute_table(counted)
     compute.to_csv(out / "table.csv", index=False)
-    provenance = record_table(pd.DataFrame(), params=params)  # provenance.json; Table 1 has no runs
+    if not is_render_only(output_dir=out, sweep_dir=params.sweep_dir):
+        archive_counts(compute, counted, out)
+    provenance = record_table(pd.DataFrame(), params=params)  # provenance.json (no trained runs)
     md = [f"# {exp.artifact}: {exp.title}", "", provenance, "", exp.note, "",
           "## Params and GFLOPs per view beside REFERENCE.md", "",
           "Presets that take the class count from the dataset are counted with the built-in dataset's "
