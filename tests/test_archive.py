@@ -85,6 +85,7 @@ def test_table1_keeps_the_config_behind_every_count_and_a_rerender_keeps_them(tm
         counts = json.loads((run / "counts.json").read_text())
         assert counts["preset"] == name and counts["params (M)"] == table.loc[name, "params (M)"]
         cfg = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
+        assert isinstance(counts["classes"], int) and counts["classes"] == cfg.model.num_classes > 0
         recount = count_model(cfg.model, 256)  # the archived config alone gives the number again
         assert round(recount["params"] / 1e6, 2) == counts["params (M)"]
         assert round(recount["gflops"], 2) == counts["GFLOPs @256"] == table.loc[name, "GFLOPs @256"]

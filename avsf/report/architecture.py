@@ -99,13 +99,13 @@ def archive_counts(compute: pd.DataFrame, counted: list[tuple[str, "RunConfig"]]
 
     root = runs_dir(out)
     shutil.rmtree(root, ignore_errors=True)
-    rows = compute.set_index("preset")[list(COUNT_COLUMNS)]
+    rows = json.loads(compute.set_index("preset")[list(COUNT_COLUMNS)].to_json(orient="index"))  # column types kept
     for name, cfg in counted:
         run = root / name
         run.mkdir(parents=True)
         (run / "config.json").write_text(cfg.to_json() + "\n")
         counts = {"preset": name, "counter": "fvcore (a multiply-add is one FLOP), one view, batch 1",
-                  **json.loads(rows.loc[name].to_json())}
+                  **rows[name]}
         (run / "counts.json").write_text(json.dumps(counts, indent=2, sort_keys=True) + "\n")
 
 
