@@ -7,6 +7,14 @@ muxer preloads (mpeg-ps starts at 0.5 s) do not shift audio against video.
 Only what a clip needs is decoded: the video is sought to the keyframe before the clip and
 decoded up to its end; the audio stream is sought separately and decoded over the span.
 
+Seeking never fails silently (:func:`seek_attempts`). A seek that raises (an AVI without an
+index answers EPERM), lands past the clip (MPEG-TS lands on any packet, and the decoder drops
+everything up to the next keyframe) or yields nothing is retried from 2 s and 10 s earlier,
+then from the start of the file in a freshly opened demuxer (a failed seek can leave the old
+one at its end). A clip from an unseekable file is therefore the clip of a seekable copy.
+
+Multichannel audio becomes mono by ITU-R BS.775 weights (:func:`mono_weights`).
+
 Threading: FFmpeg decodes with one thread per process (``thread_count = 1``). Parallelism
 comes from the loader's worker processes; FFmpeg's own thread pools inside forked workers,
 next to PyTorch's OpenMP pool, are a known source of deadlocks and oversubscription.
@@ -196,6 +204,48 @@ def _seek(container: Any, stream: Any, t_s: float) -> None:
     container.seek(target, stream=stream, backward=True, any_frame=False)
 
 
+# how much earlier than the wanted time a seek is retried after it landed past it (s)
+SEEK_BACKOFF_S = (0.0, 2.0, 10.0)
+
+
+def seek_attempts(container: Any, stream: Any, t_s: float, *, path: str | os.PathLike):
+    """Places to decode `stream` from for a span starting at stream time `t_s` (seconds), in
+    order: yields (container, stream, last) positioned there; the caller decodes, and asks for
+    the next place when that one landed past the span or yielded nothing. `last` marks the
+    file's start, where what decodes is what the file holds.
+
+    The keyframe before `t_s`, then before `t_s - 2` and `t_s - 10` s, then the file's start
+    in a fresh demuxer (never sought: it reads what an unseekable file holds). A seek that
+    raises skips straight to the start. Without a path, the last place is a seek to 0.
+    """
+    import av
+
+    kind = stream.type
+    start = _stream_start_s(stream)
+    for back in SEEK_BACKOFF_S:
+        if t_s - back <= start or (back and t_s - back + SEEK_BACKOFF_S[1] <= start):
+            # at or near the start: read it as a sequential reader does (a seek to the very
+            # start can skip an edit list's priming, so AAC's first samples would differ)
+            break
+        try:
+            _seek(container, stream, t_s - back)
+        except (av.FFmpegError, OSError):
+            break  # unseekable (no index, a pipe): only the start can help
+        yield container, stream, False
+    if not path:
+        try:
+            container.seek(0)
+        except (av.FFmpegError, OSError):
+            return
+        yield container, stream, True
+        return
+    fresh = open_media(path)
+    try:
+        yield fresh, (fresh.streams.video[0] if kind == "video" else fresh.streams.audio[0]), True
+    finally:
+        fresh.close()
+
+
 def frame_time(frame: Any, time_base_s: float | None, origin: float) -> float | None:
     """Seconds from the origin at which `frame` is shown (None without a pts)."""
     pts = frame.pts
@@ -246,76 +296,91 @@ def decode_frames(container: Any, *, times: np.ndarray, path: str | os.PathLike 
     Returns uint8 [len(times),H,W,3] RGB. Times before the first frame get the first frame;
     times after the last frame get the last one (a clip running past the end repeats it).
     """
-    import av
-
-    stream = container.streams.video[0]
     origin = origin_s(container)
+    error = DecodeError(path, "no video frame could be decoded")
+    attempts = seek_attempts(container, container.streams.video[0], origin + float(times[0]), path=path)
+    try:
+        for c, stream, last in attempts:
+            try:
+                out = _frames_from_here(c, stream, times=times, origin=origin, path=path, at_start=last)
+            except DecodeError as e:  # nothing decoded from here: the next place may do better
+                error = e
+                continue
+            if out is not None:
+                return out
+    finally:
+        attempts.close()
+    raise error
+
+
+def _frames_from_here(container: Any, stream: Any, *, times: np.ndarray, origin: float,
+                      path: str | os.PathLike, at_start: bool) -> np.ndarray | None:
+    """Decode from the demuxer's position; None when it landed past times[0] or gave nothing
+    (DecodeError when nothing decodes at all). `at_start`: decoding from the file's start,
+    so the first frame is the first there is."""
     tb = time_base_s(stream)
     tol = _time_tolerance(tb, _fps(stream))
     n = len(times)
     out: list[np.ndarray | None] = [None] * n
-    for attempt in range(2):
-        k = 0
-        prev = prev_rgb = None
-        # seek 0 on the retry: some demuxers land after the wanted keyframe
-        try:
-            _seek(container, stream, origin + (float(times[0]) if attempt == 0 else -1.0))
-        except av.FFmpegError:
-            if attempt == 1:
-                raise
-            continue
-        overshoot = False
-        try:
-            for frame in decode_tolerant(container, stream, path=path, what="video"):
-                ts = frame_time(frame, tb, origin)
-                if ts is None:
-                    ts = (float(times[k]) if k < n else 0.0)
-                if prev is None and ts > times[0] + tol and attempt == 0 and times[0] > tol:
-                    overshoot = True  # the seek skipped past the clip's first frame
-                    break
-                while k < n and times[k] + tol < ts:
-                    if prev is None:  # clip starts before the first frame
-                        prev = frame
-                    if prev_rgb is None:  # convert only frames that are used
-                        prev_rgb = to_rgb(prev)
-                    out[k] = prev_rgb
-                    k += 1
-                if k == n:
-                    break
-                if prev is not frame:
-                    prev, prev_rgb = frame, None
-        except DecodeError:
-            if prev is None:
-                raise
-        if overshoot:
-            continue
+    k = 0
+    prev = prev_rgb = None
+    first = _stream_start_s(stream) - origin  # the stream's first frame, in clip time
+    try:
+        # a decoder that drops everything up to a keyframe beyond the clip gives up here
+        for frame in decode_tolerant(container, stream, path=path, what="video",
+                                     give_up_after_s=origin + float(times[-1]) + 2.0):
+            ts = frame_time(frame, tb, origin)
+            if ts is None:
+                ts = (float(times[k]) if k < n else 0.0)
+            if prev is None and not at_start and ts > max(float(times[0]), first) + tol:
+                return None  # landed past the clip's first frame (or the stream's)
+            while k < n and times[k] + tol < ts:
+                if prev is None:  # clip starts before the first frame
+                    prev = frame
+                if prev_rgb is None:  # convert only frames that are used
+                    prev_rgb = to_rgb(prev)
+                out[k] = prev_rgb
+                k += 1
+            if k == n:
+                break
+            if prev is not frame:
+                prev, prev_rgb = frame, None
+    except DecodeError:
         if prev is None:
-            raise DecodeError(path, "no video frame could be decoded")
-        if k < n:
-            last = prev_rgb if prev_rgb is not None else to_rgb(prev)
-            for j in range(k, n):
-                out[j] = last
-        return np.stack(out)  # type: ignore[arg-type]
-    raise DecodeError(path, "seeking failed to reach the clip")
+            raise
+    if prev is None:
+        return None
+    if k < n:
+        last = prev_rgb if prev_rgb is not None else to_rgb(prev)
+        for j in range(k, n):
+            out[j] = last
+    return np.stack(out)  # type: ignore[arg-type]
 
 
 _MAX_BAD_PACKETS = 8  # consecutive undecodable packets before a stream counts as broken
 
 
-def decode_tolerant(container: Any, stream: Any, *, path: str | os.PathLike, what: str):
+def decode_tolerant(container: Any, stream: Any, *, path: str | os.PathLike, what: str,
+                    give_up_after_s: float | None = None):
     """Decoded frames of `stream` from the demuxer's position, skipping undecodable packets.
 
     Right after a seek the first packet can be partial (mpeg-ps, mp2); a corrupt packet in the
     middle is skipped too. Many bad packets in a row end the stream (a truncated tail);
-    a stream that yields nothing at all raises DecodeError.
+    a stream that yields nothing at all raises DecodeError. With `give_up_after_s` (stream
+    seconds), a stream that has yielded nothing by a packet of that time ends there.
     """
     import av
 
     bad = 0
     got_any = False
     last_error: Exception | None = None
+    tb = time_base_s(stream)
     try:
         for packet in container.demux(stream):
+            if give_up_after_s is not None and not got_any and tb is not None:
+                when = packet.dts if packet.dts is not None else packet.pts
+                if when is not None and when * tb > give_up_after_s:
+                    return
             try:
                 frames = packet.decode()
             except (av.FFmpegError, ValueError) as e:
@@ -351,34 +416,102 @@ def _frame_samples(frame: Any) -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
+# Mono downmix, per channel (FFmpeg's channel names). ITU-R BS.775 to stereo, as FFmpeg's
+# default matrix does it (centre and surrounds at -3 dB into both sides, LFE dropped), then
+# the mean of left and right: a stereo file becomes (L + R) / 2, and sound in the centre of a
+# 5.1 file comes out at 1/sqrt(2) (-3 dB), where a plain mean of six channels gave 1/6.
+_HALF, _CENTRE, _SURROUND = 0.5, 0.5 ** 0.5, 0.5 ** 1.5
+MONO_WEIGHTS = {
+    "FL": _HALF, "FR": _HALF, "FC": _CENTRE, "LFE": 0.0, "LFE2": 0.0,
+    "FLC": _HALF, "FRC": _HALF, "BC": _HALF,  # front pair of centre: to its side; back centre: 1/sqrt(2) to each
+    "BL": _SURROUND, "BR": _SURROUND, "SL": _SURROUND, "SR": _SURROUND,
+    "TFL": _SURROUND, "TFR": _SURROUND, "TBL": _SURROUND, "TBR": _SURROUND,
+}
+
+
+@functools.lru_cache(maxsize=64)
+def mono_weights(channel_names: tuple[str, ...]) -> np.ndarray:
+    """Weights [C] that make a frame of these channels mono (see MONO_WEIGHTS).
+
+    One channel is kept as it is. Channels of no stated order ("2 channels", as AVI and raw
+    PCM carry them) or names outside the table get equal weights 1/C: their mean.
+    """
+    if len(channel_names) == 1:
+        return np.ones(1, np.float32)
+    if all(n in MONO_WEIGHTS for n in channel_names):
+        return np.array([MONO_WEIGHTS[n] for n in channel_names], np.float32)
+    return np.full(len(channel_names), 1.0 / len(channel_names), np.float32)
+
+
+def _to_mono(frame: Any, x: np.ndarray) -> np.ndarray:
+    if x.shape[0] == 1:
+        return x[0]
+    return mono_weights(tuple(ch.name for ch in frame.layout.channels)) @ x
+
+
+def _stream_end_s(stream: Any) -> float | None:
+    """Where the stream's header says it ends (stream seconds), if it says."""
+    if stream.duration and stream.time_base:
+        return _stream_start_s(stream) + float(stream.duration * stream.time_base)
+    return None
+
+
 def decode_audio_span(container: Any, *, start_s: float, duration_s: float,
                       path: str | os.PathLike = "") -> tuple[np.ndarray, int, float]:
     """Mono audio over [start_s, start_s + duration_s) at the stream's native rate.
 
     Returns (samples float32 [S], sample_rate, padded fraction). Samples the stream does not
     cover (before its start, after its end, a truncated tail) are zeros, counted as padding.
+    The stream is sought a little before `start_s` (see :func:`seek_attempts` for what
+    happens when that fails).
     """
-    import av
-
     stream = container.streams.audio[0]
     origin = origin_s(container)
-    tb = time_base_s(stream)
     rate = int(stream.codec_context.sample_rate or stream.rate)
     if rate <= 0:
         raise DecodeError(path, "audio stream has no sample rate")
     total = max(1, int(round(duration_s * rate)))
+    end = _stream_end_s(stream)
+    if end is not None and origin + start_s >= end + 1.0:
+        return np.zeros(total, np.float32), rate, 1.0  # past the stream's end (audio shorter than video)
+    error: DecodeError | None = None
+    # start a little early: the packet holding start_s may begin up to one frame before it
+    attempts = seek_attempts(container, stream, origin + start_s - 0.2, path=path)
+    try:
+        for c, s, last in attempts:
+            try:
+                got = _audio_from_here(c, s, origin=origin, start_s=start_s, total=total, rate=rate, path=path,
+                                       at_start=last)
+            except DecodeError as e:
+                error = e
+                continue
+            if got is not None:
+                return got[0], rate, got[1]
+    finally:
+        attempts.close()
+    if error is not None:
+        raise error
+    return np.zeros(total, np.float32), rate, 1.0  # the stream holds nothing at this span
+
+
+def _audio_from_here(container: Any, stream: Any, *, origin: float, start_s: float, total: int, rate: int,
+                     path: str | os.PathLike, at_start: bool) -> tuple[np.ndarray, float] | None:
+    """(samples, padded fraction) decoded from the demuxer's position; None when it landed
+    past start_s or gave nothing there (`at_start`: from the file's start, where what
+    decodes is what there is)."""
+    tb = time_base_s(stream)
+    first = _stream_start_s(stream) - origin  # the stream's first sample, in clip time
     out = np.zeros(total, dtype=np.float32)
     covered = np.zeros(total, dtype=bool)
-    # start a little early: the packet holding start_s may begin up to one frame before it
-    try:
-        _seek(container, stream, origin + start_s - 0.2)
-    except av.FFmpegError:
-        pass  # unseekable: decode from where the demuxer is (the start)
     next_pos: int | None = None  # running sample position when a frame has no pts
     jitter = int(np.ceil(float(stream.time_base) * rate)) + 1 if stream.time_base else 1
-    for frame in decode_tolerant(container, stream, path=path, what="audio"):
+    span_end_s = start_s + total / rate
+    for frame in decode_tolerant(container, stream, path=path, what="audio",
+                                 give_up_after_s=origin + span_end_s + 1.0):
         ts = frame_time(frame, tb, origin)
         if ts is not None:
+            if next_pos is None and not at_start and ts > max(start_s, first) + (jitter + 1) / rate:
+                return None  # landed past the span's start: its beginning would be padding
             pos = int(round((ts - start_s) * rate))
             # containers with coarse time bases (mkv/webm: 1 ms) round pts; a frame that
             # continues the previous one within that rounding is placed right after it
@@ -394,10 +527,11 @@ def decode_audio_span(container: Any, *, start_s: float, duration_s: float,
             break
         lo, hi = max(pos, 0), min(pos + x.shape[1], total)
         if hi > lo:
-            part = x[:, lo - pos:hi - pos]
-            out[lo:hi] = part[0] if part.shape[0] == 1 else part.mean(axis=0)
+            out[lo:hi] = _to_mono(frame, x[:, lo - pos:hi - pos])
             covered[lo:hi] = True
-    return out, rate, float(1.0 - covered.mean())
+    if next_pos is None and not at_start and start_s < (_stream_end_s(stream) or float("inf")) - origin:
+        return None  # nothing decoded where the stream should have sound
+    return out, float(1.0 - covered.mean())
 
 
 @functools.lru_cache(maxsize=8)
