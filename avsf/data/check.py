@@ -54,7 +54,7 @@ def scan_dataset(*, dataset: str, root: str, split_file: str | None, split: str 
         for result in prober.probe(paths, deep=True):
             problems = result.problems()
             for problem in problems:
-                report.files[problem].append({"path": result.path, "reason": result.reason or problem.replace("_", " ")})
+                report.files[problem].append({"path": result.path, "reason": result.reason_for(problem)})
             if not problems:
                 report.ok += 1
     for items in report.files.values():

@@ -8,6 +8,10 @@ is the same whichever worker makes it and however often the loader restarts.
 Bad files cost one sample, not the run:
 - a file that raises while decoding is replaced inside the dataset (policy "replace"; listed
   in `loader.failures`) or raises (policy "strict");
+- a clip from a file with an audio stream whose audio came out fully padded (the stream
+  yields no samples at the clip's time: unseekable past repair, undecodable, empty, or
+  shorter than the video) is counted in `loader.silent_clips`; under "strict" the dataset
+  raises on it instead, since training on silence looks like nothing is wrong;
 - a file that kills a worker process (an FFmpeg segfault, abort) or hangs it longer than
   `data.decode_timeout_s` (a watchdog thread kills that worker) is found from a small shared
   table in which every worker notes the item and file it is decoding. The file is then
@@ -91,6 +95,14 @@ def collate(samples: list[dict[str, Any]], *,
     return batch
 
 
+def count_silent(batch: dict[str, Any]) -> int:
+    """Clips of a batch that carry audio but whose file's audio stream gave none of it."""
+    if "audio" not in batch or "audio_pad" not in batch or "has_audio" not in batch:
+        return 0
+    has_audio = torch.as_tensor(batch["has_audio"], dtype=torch.bool)
+    return int((has_audio & (torch.as_tensor(batch["audio_pad"]) >= 1.0)).sum())
+
+
 def fill_easy_negatives(batch: dict[str, Any]) -> None:
     """In place: audio_neg[i] = audio[j] for easy negatives, j the next other-video sample."""
     n = batch["audio"].shape[0]
@@ -167,6 +179,7 @@ class SampleLoader:
         self.timeout_s = timeout_s if timeout_s is not None else (cfg.data.decode_timeout_s if cfg else 60.0)
         self.strict = strict if strict is not None else bool(cfg and cfg.data.decode_failure == "strict")
         self.failures: list[str] = []  # "path: reason" of every file replaced in a sample
+        self.silent_clips = 0  # clips whose file has an audio stream but whose audio is all padding
         self.crashes: list[str] = []  # "path: reason" of every file that killed or hung a worker
         self.restarts = 0
 
@@ -212,6 +225,7 @@ class SampleLoader:
         for f in failures:
             log.warning("replaced a sample: %s", f)
         self.failures.extend(failures)
+        self.silent_clips += count_silent(batch)
         return batch
 
     def _watch(self, slots: Any, killed: dict[int, str], stop: threading.Event) -> None:

@@ -26,7 +26,11 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 # what a probe can find, in report order
-PROBLEMS = ("missing", "zero_length", "unreadable", "crashed", "timeout", "truncated", "no_video", "no_audio")
+PROBLEMS = ("missing", "zero_length", "unreadable", "crashed", "timeout", "truncated", "no_video", "no_audio",
+            "no_sound")
+# where a deep probe decodes audio as clips would (fractions of the duration), and how long
+SOUND_CHECK_AT = (0.1, 0.5, 0.9)
+SOUND_CHECK_SPAN_S = 1.0
 _TRUNCATION_SLACK_S = 0.5  # decoding may end this much before the header's duration
 
 
@@ -41,6 +45,8 @@ class ProbeResult:
     info: dict[str, Any] | None = None
     truncated: bool = False
     decoded_end_s: float | None = None
+    no_sound: bool = False  # an audio stream that yields no samples at clip times
+    sound_reason: str = ""
 
     @property
     def readable(self) -> bool:
@@ -57,7 +63,14 @@ class ProbeResult:
             out.append("no_video")
         if self.info and not self.info["has_audio"]:
             out.append("no_audio")
+        if self.no_sound:
+            out.append("no_sound")
         return out
+
+    def reason_for(self, problem: str) -> str:
+        if problem == "no_sound":
+            return self.sound_reason
+        return self.reason or problem.replace("_", " ")
 
 
 def _decoded_end(container: Any, stream: Any, *, from_s: float) -> tuple[float | None, int]:
@@ -106,12 +119,28 @@ def probe_file(path: str, *, deep: bool) -> ProbeResult:
                 continue
             stream = streams[0]
             # the stream must decode from its start ...
-            first_end, first_count = _decoded_end_head(container, stream)
+            try:
+                first_end, first_count = _decoded_end_head(container, stream)
+            except DecodeError as e:
+                if stream.type != "audio":
+                    raise
+                first_end, first_count, why = None, 0, f": {e.reason}"
+            else:
+                why = ""
+            if first_count == 0 and stream.type == "audio":
+                # the pictures are fine; a silent file is still worth its own status
+                result.no_sound = True
+                result.sound_reason = f"its audio stream decodes no frame from the start{why}"
+                continue
             if first_count == 0:
                 return ProbeResult(path, "unreadable", f"no {stream.type} frame decodes", info=info.to_dict())
             # ... and up to its end
             end, _ = _decoded_end(container, stream, from_s=max(0.0, duration - 1.0))
             ends.append(end if end is not None else first_end)
+        if container.streams.audio and not result.no_sound:
+            why = _sound_at_clip_times(container, path, duration)
+            if why:
+                result.no_sound, result.sound_reason = True, why
         result.decoded_end_s = max(e for e in ends if e is not None) if any(e is not None for e in ends) else None
         if duration > 0 and result.decoded_end_s is not None and \
                 result.decoded_end_s < duration - max(_TRUNCATION_SLACK_S, 0.05 * duration):
@@ -123,6 +152,26 @@ def probe_file(path: str, *, deep: bool) -> ProbeResult:
         return ProbeResult(path, "unreadable", reason)
     finally:
         container.close()
+
+
+def _sound_at_clip_times(container: Any, path: str, duration: float) -> str:
+    """'' when the audio stream gives samples where clips would be cut (SOUND_CHECK_AT), else
+    why not: the loader would train on silence there."""
+    from avsf.data.decode import DecodeError, decode_audio_span
+
+    errors = []
+    for at in SOUND_CHECK_AT:
+        start = max(0.0, at * duration - SOUND_CHECK_SPAN_S / 2)
+        try:
+            _, _, pad = decode_audio_span(container, start_s=start, duration_s=SOUND_CHECK_SPAN_S, path=path)
+        except DecodeError as e:
+            errors.append(e.reason)
+            continue
+        if pad < 1.0:
+            return ""
+    where = ", ".join(f"{max(0.0, at * duration - SOUND_CHECK_SPAN_S / 2):.1f} s" for at in SOUND_CHECK_AT)
+    detail = f" ({errors[-1]})" if errors else " (seeking, and decoding from the start, found nothing there)"
+    return f"its audio stream gives no samples at clip times {where}{detail}"
 
 
 def _decoded_end_head(container: Any, stream: Any) -> tuple[float | None, int]:

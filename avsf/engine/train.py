@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from avsf.config import RunConfig
+from avsf.data.loader import count_silent
 from avsf.engine import distributed as ddp
 from avsf.engine import runtime
 from avsf.engine.checkpoint import capture_rng_state, load_checkpoint, load_latest, restore_rng_state, save_checkpoint
@@ -77,6 +78,7 @@ class EpochMeter:
     train_time_s: float = 0.0  # in the training step (compute)
     data_wait_s: float = 0.0  # blocked on the loader for the next batch
     data_failures: int = 0  # samples the loader replaced (unreadable files) or files that killed a worker
+    silent_clips: int = 0  # clips from files with an audio stream whose audio came out all padding
 
     def add(self, *, clips: int, loss: float, task: float, avs: float | None, stages: dict[str, float],
             hits: int) -> None:
@@ -92,7 +94,8 @@ class EpochMeter:
     def summary(self) -> dict[str, float]:
         n = max(self.steps, 1)
         out = {"train_loss": self.loss / n, "train_loss_task": self.task / n, "train_loss_avs": self.avs / n,
-               "train_top1": 100.0 * self.hits / max(self.clips, 1), "data_failures": self.data_failures}
+               "train_top1": 100.0 * self.hits / max(self.clips, 1), "data_failures": self.data_failures,
+               "silent_clips": self.silent_clips}
         out.update({f"train_{k}": v / n for k, v in sorted(self.avs_stages.items())})
         return out
 
@@ -318,6 +321,7 @@ class Trainer:
                     for batch in loader:
                         t0 = time.perf_counter()
                         self.meter.data_wait_s += t0 - t_wait
+                        self.meter.silent_clips += count_silent(batch)  # per batch: a resumed epoch keeps it
                         lr, out = self._train_step(batch)
                         self.meter.train_time_s += time.perf_counter() - t0
                         self.step += 1

@@ -573,6 +573,7 @@ class AVADataset(AVClipDataset):
                                              start=start, rng=rng))
         finally:
             container.close()
+        self.check_sound(video, waveform, pad, start=start)
         sample["boxes"] = boxes
         sample["label"] = torch.from_numpy(kf.labels.copy())
         sample["has_audio"] = bool(self.audio_flags[video])

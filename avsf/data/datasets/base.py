@@ -36,6 +36,17 @@ from avsf.data.transforms import pack_pathways, eval_transform, train_transform
 from avsf.errors import UserError
 
 log = logging.getLogger("avsf.data")
+class SilentAudioError(DecodeError):
+    """A file with an audio stream gave no audio samples for a clip (data.decode_failure=strict)."""
+
+    def __init__(self, path: str | os.PathLike, *, start: float, span: float):
+        super().__init__(path, f"has an audio stream but it gives no samples at {start:.2f}-{start + span:.2f} s "
+                               f"(unseekable, undecodable, empty, or shorter than the video; "
+                               f"`avsf check-data` lists such files as no_sound). With "
+                               f"data.decode_failure=replace these clips train on as silence and are "
+                               f"counted per epoch as silent_clips")
+
+
 MAX_ATTEMPTS = 10  # replacements tried before a sample gives up (a bug, not a bad file)
 
 
@@ -150,6 +161,8 @@ class AVClipDataset(torch.utils.data.Dataset):
                     sample = self._load(item, attempt)
                     sample["_failures"] = failures
                     return sample
+                except SilentAudioError:
+                    raise  # only raised under "strict"; its message says what to do
                 except Exception as e:  # noqa: BLE001  (any decode problem: the policy decides)
                     reason = e.reason if isinstance(e, DecodeError) else f"{type(e).__name__}: {e}"
                     if self.cfg.data.decode_failure == "strict":
@@ -216,12 +229,21 @@ class AVClipDataset(torch.utils.data.Dataset):
         finally:
             if container is not None:
                 container.close()
+        self.check_sound(video, waveform, pad, start=start)
         sample["has_audio"] = bool(self.audio_flags[video])
         sample["audio_pad"] = torch.tensor(pad if waveform is not None else 1.0, dtype=torch.float32)
         sample.update(self._labels(record, start=start))
         sample["video_index"] = torch.tensor(video, dtype=torch.int64)
         sample["view_index"] = torch.tensor(t_view * cfg.data.num_spatial_views + s_view, dtype=torch.int64)
         return sample
+
+    def check_sound(self, video: int, waveform: np.ndarray | None, pad: float, *, start: float) -> None:
+        """Under decode_failure=strict, a clip with no sound from a file that has an audio
+        stream raises (it is counted as ``silent_clips`` otherwise)."""
+        wants = self.want_audio or self.want_negatives
+        if (wants and self.cfg.data.decode_failure == "strict" and self.audio_flags[video]
+                and (waveform is None or pad >= 1.0)):
+            raise SilentAudioError(self.records[video].path, start=start, span=self.geometry.span_s)
 
     def _audio_fields(self, waveform: np.ndarray | None, *, video: int, container: Any, record: VideoRecord,
                       start: float, rng: np.random.Generator) -> dict[str, Any]:
