@@ -43,7 +43,8 @@ def _configs(data_dir: Path) -> dict[str, Any]:
 
 
 def _machine_free(final: dict[str, Any], sweep_dir: Path) -> dict[str, Any]:
-    final = {k: v for k, v in final.items() if k not in FINAL_TIMING}
+    # the environment fingerprint describes the machine (CPU flags, versions), not the computation
+    final = {k: v for k, v in final.items() if k not in FINAL_TIMING and k != "environment"}
     if isinstance(final.get("init_from"), dict):
         src = final["init_from"] = dict(final["init_from"])
         src["path"] = Path(src["path"]).relative_to(sweep_dir).as_posix()
