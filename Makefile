@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 # The main job: Table 5c (DropPathway) at smoke scale on the built-in dataset, local backend,
 # exactly as `papermill notebooks/ablate_droppath.ipynb` with no parameters runs it. Tables
