@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from avsf.portable import hash_form
+from avsf.portable import hash_form, without_operational
 
 STAGES = ("pool1", "res2", "res3", "res4")  # junctions where laterals can enter the visual pathways
 AVS_STAGES = ("res2", "res3", "res4", "res5")  # junctions where AVS projections can sit
@@ -132,6 +132,11 @@ class DataConfig:
     num_workers: int = 2
     decode_failure: str = "replace"  # "replace" (count and log) or "strict" (raise)
     decode_timeout_s: float = 60.0
+    # stop a training epoch once more than this fraction of its clip reads failed (at least
+    # DATA_GONE_MIN_READS reads in): the data went away (an unmounted share), and replacing
+    # most clips would train on a fraction of the dataset without a word. 1 = never stop.
+    # Decides only whether a run stops, never what it computes: not in the config hash.
+    max_failed_fraction: float = 0.25
     # at most this many videos per split, evenly spaced over the split file (0 = all): a quick
     # look at a new dataset, and CI's one-epoch grids; the subset enters the config hash
     limit_videos: int = 0
@@ -196,7 +201,7 @@ class RunConfig:
         """Stable hash of the whole config (independent of key order and Python version) in its
         portable form (:func:`avsf.portable.hash_form`): machine paths do not enter it, so two
         clones at different paths give a grid the same run names."""
-        blob = json.dumps(hash_form(self.to_dict()), sort_keys=True, separators=(",", ":"))
+        blob = json.dumps(without_operational(hash_form(self.to_dict())), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
     def with_overrides(self, overrides: list[str] | dict[str, Any]) -> "RunConfig":
@@ -344,6 +349,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"model.audio_beta={m.audio_beta} must be positive (the paper uses 1/8 .. 1)")
     _check_choice(s.schedule, ("cosine", "steps"), "solver.schedule")
     _check_choice(d.decode_failure, ("replace", "strict"), "data.decode_failure")
+    if not 0.0 < d.max_failed_fraction <= 1.0:
+        raise ConfigError(f"data.max_failed_fraction={d.max_failed_fraction} must be in (0, 1] (1 = never stop)")
     _check_choice(cfg.device, ("auto", "cpu", "cuda"), "device")
     if s.batch_size < 1:
         raise ConfigError(f"solver.batch_size={s.batch_size} must be at least 1")

@@ -201,10 +201,12 @@ def _states(sweep_dir: Path, names: Sequence[str]) -> "pd.DataFrame":
 def run_grid(grid: Grid, *, backend: str, sweep_dir: str | Path, cluster: str | Path | launch.ClusterProfile | None = None,
              max_parallel: int = DEFAULT_MAX_PARALLEL, retry_failed: bool = False,
              job_fn: str = launch.DEFAULT_JOB_FN, wait: bool = True, timeout_s: float | None = None,
-             poll_s: float = DEFAULT_POLL_S, label: str | None = None, out: TextIO | None = None) -> GridOutcome:
+             poll_s: float = DEFAULT_POLL_S, label: str | None = None, out: TextIO | None = None,
+             max_attempts: int | None = None, allow_other_version: bool = False) -> GridOutcome:
     """Submit every run of ``grid`` not finished yet, in dependency order (module docstring),
     and with ``wait`` wait until each one is done or failed. Runs already done, pending or
-    running are not submitted again; failed ones only with ``retry_failed``. The local and
+    running are not submitted again; failed ones only with ``retry_failed`` (and fewer than
+    ``max_attempts`` failures; see :func:`avsf.launch.submit`, as for ``allow_other_version``). The local and
     debug backends wait for each level that a later one starts from, whatever ``wait`` says.
 
     Returns the :class:`GridOutcome` (it raises nothing for failed runs: the caller decides);
@@ -226,8 +228,8 @@ def run_grid(grid: Grid, *, backend: str, sweep_dir: str | Path, cluster: str | 
         launch.wait(sweep_dir, runs=names, timeout_s=left, poll_s=poll_s, on_poll=progress)
 
     if grid.runs:
+        launch.check_sweep_dir(sweep_dir)  # before the data is prepared: a read-only share fails fast
         prepare_data(grid.configs)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
     submitted: list[str] = []
     for k, level in enumerate(levels):
         sources = sorted({p for r in level for p in r.after})
@@ -256,7 +258,8 @@ def run_grid(grid: Grid, *, backend: str, sweep_dir: str | Path, cluster: str | 
                 groups.setdefault(tuple(after), []).append(r.config)
         for after, configs in groups.items():
             launch.submit(configs, backend=backend, sweep_dir=sweep_dir, cluster=profile, max_parallel=max_parallel,
-                          retry_failed=retry_failed, job_fn=job_fn, after=after)
+                          retry_failed=retry_failed, job_fn=job_fn, after=after, max_attempts=max_attempts,
+                          allow_other_version=allow_other_version)
         submitted += [r.name for r in level if r.name not in not_run]
         if backend != "slurm" and k + 1 < len(levels):  # the next level starts from this one's runs
             print(f"[{label}] {sum(len(lv) for lv in levels[k + 1:])} run(s) start from runs of this grid: "

@@ -36,6 +36,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import errno
+import functools
+import getpass
 import importlib
 import importlib.util
 import inspect
@@ -55,7 +58,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from avsf.config import RunConfig
-from avsf.errors import UserError
+from avsf.errors import USER_ERRORS, UserError
 from avsf.portable import PATH_FIELDS
 
 if TYPE_CHECKING:
@@ -100,6 +103,9 @@ class ClusterProfile:
     timeout_min: int = 60
     signal_delay_s: int = 120  # USR2 this long before the time limit: time to write a checkpoint
     max_requeues: int = 10  # time-outs after which submitit gives up requeueing
+    # failed attempts after which a run is not submitted again, even with retry_failed
+    # (preemptions and time-outs are requeues, not failures, and do not count)
+    max_attempts: int = 3
     array_parallelism: int = 64  # default cap on array tasks running at once
     setup: list[str] = field(default_factory=list)  # shell lines run before the job (module load, ...)
     python: str = ""  # the job's python; empty = the submitting interpreter (sys.executable)
@@ -154,6 +160,22 @@ def load_cluster(name_or_path: str | os.PathLike | None) -> ClusterProfile:
 # --- small file helpers -----------------------------------------------------------------
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """This code's version: the package version and, in a git checkout, its commit
+    (``0.1.0+g<12 hex>``). Recorded in launch.json; a sweep directory whose unfinished runs
+    were submitted by another version is refused (see :func:`submit`)."""
+    from avsf import __version__
+
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return __version__
+    commit = out.stdout.strip() if out.returncode == 0 else ""
+    return f"{__version__}+g{commit[:12]}" if commit else __version__
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -420,7 +442,9 @@ class RunJob:
 
 
 # --- run states -------------------------------------------------------------------------
-_PLAIN_ERRORS = ("UserError", "ConfigError")  # messages written for the user: shown without the type
+# messages written for the user, shown without the type (by name: a traceback's last line)
+_PLAIN_ERRORS = ("UserError", "ConfigError", "DiskFullError", "OutOfMemory", "DataGoneError", "SilentAudioError",
+                 "DecodeError")
 _EXCEPTION_LINE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)): (?P<message>.*)$")
 
 
@@ -430,7 +454,7 @@ def exception_reason(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     message = lines[0] if lines else ""
     name = type(e).__name__
-    if name in _PLAIN_ERRORS and message:
+    if (name in _PLAIN_ERRORS or isinstance(e, USER_ERRORS)) and message:
         return message
     return f"{name}: {message}" if message else name
 
@@ -499,6 +523,16 @@ def _claim_held(run_dir: Path) -> bool:
 
 def run_state(run_dir: str | os.PathLike, *, queue: dict[str, str] | None | bool = False,
               claim_held: bool | None = None) -> dict[str, Any]:
+    """State of one run from its files (and the scheduler); see :func:`_run_state`. ``failures``
+    counts the failed attempts, the current one included."""
+    st = _run_state(run_dir, queue=queue, claim_held=claim_held)
+    if st["state"] == "failed" and st["note"] not in ("given up", "unsubmitted"):
+        st["failures"] += 1
+    return st
+
+
+def _run_state(run_dir: str | os.PathLike, *, queue: dict[str, str] | None | bool = False,
+               claim_held: bool | None = None) -> dict[str, Any]:
     """State of one run from its files (and the scheduler): one of :data:`STATES`.
 
     ``queue``: Slurm states by job id from :func:`_slurm_queue` (False: ask squeue here; None:
@@ -512,7 +546,8 @@ def run_state(run_dir: str | os.PathLike, *, queue: dict[str, str] | None | bool
     state = _read_json(run_dir / "state.json") or {}
     out = {"state": "pending", "job_id": launch.get("job_id") or state.get("job_id"),
            "backend": launch.get("backend"), "attempts": int(state.get("attempts", 0)),
-           "submissions": int(launch.get("submissions", 0)), "error": "", "reason": "", "note": ""}
+           "submissions": int(launch.get("submissions", 0)), "failures": len(launch.get("failures", [])),
+           "error": "", "reason": "", "note": ""}
     if (run_dir / "final.json").exists():
         return {**out, "state": "done"}
 
@@ -527,6 +562,9 @@ def run_state(run_dir: str | os.PathLike, *, queue: dict[str, str] | None | bool
     if launch.get("submit_error"):
         return {**out, "state": "failed", "error": launch["submit_error"], "reason": launch["submit_error"]}
     job_state = state.get("state")  # None (not started yet), running, preempted, failed, done
+    if launch.get("gave_up"):
+        return {**out, "state": "failed", "error": state.get("error", "") or launch["gave_up"],
+                "reason": launch["gave_up"], "note": "given up"}
     if job_state == "failed":
         error = state.get("error", "")
         return {**out, "state": "failed", "error": error, "reason": state.get("reason") or failure_reason(error)}
@@ -550,6 +588,10 @@ def run_state(run_dir: str | os.PathLike, *, queue: dict[str, str] | None | bool
         if slurm_state in _SLURM_ACTIVE:
             return {**out, "state": _SLURM_ACTIVE[slurm_state], "note": slurm_state.lower()}
         ended_note = f"slurm: {slurm_state.lower() if slurm_state else 'no longer in the queue'}"
+        if not (run_dir / "final.json").exists() and (killed := slurm_kill_reason(launch, slurm_state)):
+            error = "\n".join([killed, _tail(launch.get("stderr"), ERROR_TAIL_LINES // 2),
+                               _tail(run_dir / "log.txt", ERROR_TAIL_LINES // 2)])
+            return {**out, "state": "failed", "error": error.strip(), "note": ended_note, "reason": killed}
     else:  # local: the job id is the pid of submitit's controller process
         alive = _pid_alive(launch["job_id"], launch.get("host"))
         if alive or alive is None:
@@ -565,6 +607,60 @@ def run_state(run_dir: str | os.PathLike, *, queue: dict[str, str] | None | bool
             "reason": f"the job ended without writing final.json ({ended_note})"}
 
 
+# a job's log when slurmstepd killed it at its memory limit (jobacct_gather's OverMemoryKill,
+# or the cgroup's OOM killer), with the bytes used and allowed where it says them
+_SLURM_OOM = re.compile(r"exceeded (?:job )?memory limit(?: \((?P<used>\d+) > (?P<limit>\d+)\))?|oom[-_ ]kill|"
+                        r"out[-_ ]of[-_ ]memory", re.IGNORECASE)
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def _slurm_job_fields(job_id: str) -> dict[str, str]:
+    """``scontrol show job -o`` fields (JobState, ExitCode, MinMemoryNode...), else sacct's
+    (State, ExitCode, ReqMem) for a job the controller has forgotten; {} when neither answers."""
+    for cmd in (["scontrol", "show", "job", "-o", job_id],
+                ["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "State,ExitCode,ReqMem"]):
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        text = out.stdout.strip()
+        if out.returncode != 0 or not text:
+            continue
+        if cmd[0] == "scontrol":
+            return dict(f.split("=", 1) for f in text.split() if "=" in f)
+        state, code, mem = (text.splitlines()[0].split("|") + ["", "", ""])[:3]
+        return {"JobState": state.split()[0], "ExitCode": code, "MinMemoryNode": mem}
+    return {}
+
+
+def slurm_kill_reason(launch: dict[str, Any], slurm_state: str | None) -> str | None:
+    """Why Slurm or the kernel killed a job that wrote no error, in one line: out of memory at
+    Slurm's limit (state OUT_OF_MEMORY, or slurmstepd's message in the job's log), or a SIGKILL
+    (exit 137) with no word from the job, which is most often the kernel's OOM killer. None when
+    the job was not killed that way."""
+    job_id = str(launch.get("job_id") or "")
+    fields = _slurm_job_fields(job_id) if job_id and shutil.which("scontrol") else {}
+    state = (slurm_state or fields.get("JobState") or "").upper()
+    logs = "\n".join(_tail(launch.get(k), 200) for k in ("stderr", "stdout"))
+    hit = _SLURM_OOM.search(logs)
+    mem_gb = float(launch.get("mem_gb") or 0)
+    asked = f"{mem_gb:g} GB asked (mem_gb)" if mem_gb else f"limit {fields.get('MinMemoryNode') or 'the partition default'}"
+    if state == "OUT_OF_MEMORY" or hit:
+        seen = f"; it reached {_gib(int(hit['used']))} of {_gib(int(hit['limit']))}" if hit and hit["used"] else ""
+        return (f"out of memory: Slurm killed the job at its memory limit ({asked}{seen}). Ask for more memory "
+                f"(mem_gb in the cluster profile) or lower solver.batch_size or data.num_workers; submit again "
+                f"and it resumes from its newest checkpoint")
+    code = fields.get("ExitCode", "")
+    if code.endswith(":9") or code.startswith("137:"):
+        return (f"killed by SIGKILL (exit 137) without an error of its own: most often the kernel's out-of-memory "
+                f"killer (the node's memory, {asked}), else an admin. Ask for more memory or lower "
+                f"solver.batch_size or data.num_workers; submit again and it resumes from its newest checkpoint")
+    return None
+
+
 # --- submission -------------------------------------------------------------------------
 @dataclass
 class SubmitReport:
@@ -575,10 +671,72 @@ class SubmitReport:
     active: list[str] = field(default_factory=list)  # pending/running, or being submitted by another process
     failed: dict[str, str] = field(default_factory=dict)  # failed and not retried: run dir -> error tail
     jobs: list[str] = field(default_factory=list)  # job ids (local: pid; slurm: ARRAY_TASK)
+    other_version: dict[str, str] = field(default_factory=dict)  # finished runs of other code: run dir -> version
 
     def summary(self) -> str:
         return (f"submitted {len(self.submitted)}, already done {len(self.done)}, "
                 f"pending/running {len(self.active)}, failed (not retried) {len(self.failed)}")
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return str(os.getuid())
+
+
+def give_up_reason(failures: list[dict[str, Any]], *, max_attempts: int) -> str:
+    """The one line a given-up run shows: how often it failed, the last reason, what to do."""
+    reasons = [f.get("reason", "") for f in failures]
+    same = "the same way " if len(set(reasons)) == 1 else ""
+    return (f"gave up after {len(failures)} failed attempts {same}(max_attempts={max_attempts}; preemptions "
+            f"do not count); last: {reasons[-1]}. Fix the cause, then submit with a higher max_attempts "
+            f"(--max-attempts)")
+
+
+def check_sweep_dir(sweep_dir: Path) -> None:
+    """Create the sweep directory if needed and prove it writable, or say what to do. Called
+    before any run is claimed, so a read-only or unmounted share costs nothing."""
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        parent = next((p for p in sweep_dir.parents if p.exists()), None)
+        raise UserError(f"cannot create the sweep directory {sweep_dir} ({e.strerror}; the nearest existing "
+                        f"folder is {parent}): is its filesystem mounted and writable? Create it, or pass "
+                        f"another sweep directory (--out / sweep_dir)") from e
+    probe = sweep_dir / f".write-probe.{socket.gethostname()}.{os.getpid()}"
+    try:  # os.access can say yes on read-only and network mounts; a real write cannot
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        what = "read-only" if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else "not writable"
+        raise UserError(f"the sweep directory {sweep_dir} is {what} ({e.strerror}): nothing was submitted. "
+                        f"Remount it writable, fix its permissions, or pass another sweep directory "
+                        f"(--out / sweep_dir)") from e
+
+
+def check_versions(run_dirs: Iterable[Path], *, allow_other_version: bool) -> dict[str, str]:
+    """Refuse (UserError) when an unfinished run was submitted by another code version; return
+    the finished ones that were (run dir -> version), which are reused. A launch.json without a
+    version (written before versions were recorded) counts as this version."""
+    mine, theirs, finished = code_version(), [], {}
+    for run_dir in run_dirs:
+        launch = _read_json(run_dir / "launch.json") or {}
+        version = launch.get("avsf_version")
+        if not version or version == mine:
+            continue
+        if (run_dir / "final.json").exists():
+            finished[str(run_dir)] = version
+        else:
+            theirs.append((run_dir, version, launch.get("user", "?")))
+    if theirs and not allow_other_version:
+        run_dir, version, user = theirs[0]
+        raise UserError(f"{len(theirs)} unfinished run(s) in {run_dir.parent} were submitted by another avsf version "
+                        f"(first: {run_dir.name}, by {version}, user {user}; this is {mine}): resuming them here "
+                        f"would mix two versions in one run. Nothing was submitted. Use another sweep directory "
+                        f"(--out / sweep_dir), or take them over with this code (--allow-other-version / "
+                        f"allow_other_version=True)")
+    return finished
 
 
 def check_backend(backend: str) -> None:
@@ -628,7 +786,8 @@ def _make_executor(*, backend: str, folder: Path, profile: ClusterProfile, max_p
 def submit(configs: Sequence[RunConfig], *, backend: str, sweep_dir: str | os.PathLike,
            cluster: str | os.PathLike | ClusterProfile | None = None, max_parallel: int | None = None,
            retry_failed: bool = False, job_fn: str = DEFAULT_JOB_FN, verbose: bool = True,
-           after: Sequence[str] = ()) -> SubmitReport:
+           after: Sequence[str] = (), max_attempts: int | None = None,
+           allow_other_version: bool = False) -> SubmitReport:
     """Submit every config that is not done, pending or running; return what happened.
 
     A run whose final.json exists is never submitted again; one pending or running (or being
@@ -639,6 +798,14 @@ def submit(configs: Sequence[RunConfig], *, backend: str, sweep_dir: str | os.Pa
     ``after`` (Slurm only): job ids the submitted jobs wait for (``afterok``; when one of them
     fails, Slurm cancels the waiting jobs): how :mod:`avsf.grid` queues a transfer row behind
     the run it starts from.
+
+    Refused before anything is queued (a UserError saying what to do): a sweep directory that
+    cannot be created or written (a read-only or unmounted share), and unfinished runs there
+    that another code version submitted (:func:`code_version`; resuming them with this code
+    would mix two versions in one run: pass ``allow_other_version=True`` to take them over).
+    Finished runs of other versions are reused and named in the report. A failed run is given
+    up after ``max_attempts`` failed attempts (default: the profile's, 3): it stays failed
+    with its reason however often it is submitted, until ``max_attempts`` is raised.
     """
     from filelock import FileLock, Timeout
 
@@ -652,8 +819,11 @@ def submit(configs: Sequence[RunConfig], *, backend: str, sweep_dir: str | os.Pa
         max_parallel = profile.array_parallelism if backend == "slurm" else 1
     if not isinstance(max_parallel, int) or max_parallel < 1:
         raise UserError(f"max_parallel={max_parallel!r} must be a positive integer")
+    max_attempts = profile.max_attempts if max_attempts is None else max_attempts
+    if not isinstance(max_attempts, int) or max_attempts < 1:
+        raise UserError(f"max_attempts={max_attempts!r} must be a positive integer")
     sweep_dir = Path(sweep_dir).resolve()
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    check_sweep_dir(sweep_dir)
 
     run_dirs: dict[Path, RunConfig] = {}
     for cfg in configs:
@@ -661,6 +831,7 @@ def submit(configs: Sequence[RunConfig], *, backend: str, sweep_dir: str | os.Pa
             raise UserError(f"submit() takes RunConfig objects, got {type(cfg).__name__}")
         run_dirs.setdefault(run_dir_for(cfg, sweep_dir), cfg)
     report = SubmitReport()
+    report.other_version = check_versions(run_dirs, allow_other_version=allow_other_version)
     locks: list[Any] = []
     claimed: list[Path] = []
     try:
@@ -692,16 +863,25 @@ def submit(configs: Sequence[RunConfig], *, backend: str, sweep_dir: str | os.Pa
             if st["state"] in ("pending", "running"):
                 report.active.append(str(run_dir))
                 continue
+            previous = _read_json(run_dir / "launch.json") or {}
+            failures = list(previous.get("failures", []))
+            if st["state"] == "failed" and not previous.get("gave_up"):
+                failures.append({"at": _now(), "reason": st["reason"]})  # counted once, when next submitted
             if st["state"] == "failed" and not retry_failed:
                 report.failed[str(run_dir)] = st["error"]
                 continue
+            if st["state"] == "failed" and len(failures) >= max_attempts:
+                gave_up = give_up_reason(failures, max_attempts=max_attempts)
+                _write_json(run_dir / "launch.json", {**previous, "failures": failures, "gave_up": gave_up})
+                report.failed[str(run_dir)] = gave_up
+                continue
             # Claim: config and a launch record without a job id, before anything is queued.
-            previous = _read_json(run_dir / "launch.json") or {}
             (run_dir / "state.json").unlink(missing_ok=True)
             _write_json(run_dir / "launch.json", {
                 "backend": backend, "job_id": None, "submissions": int(previous.get("submissions", 0)) + 1,
-                "claimed_at": _now(), "host": socket.gethostname(), "pid": os.getpid(),
-                "cluster": profile.name, "job_fn": job_fn, "config": cfg.to_dict(),
+                "claimed_at": _now(), "host": socket.gethostname(), "pid": os.getpid(), "user": _user(),
+                "avsf_version": code_version(), "cluster": profile.name, "mem_gb": profile.mem_gb,
+                "job_fn": job_fn, "config": cfg.to_dict(), "failures": failures,
                 **({"after": after} if after else {})})
             claimed.append(run_dir)
         _launch(claimed, backend=backend, sweep_dir=sweep_dir, profile=profile, max_parallel=max_parallel,
@@ -711,6 +891,9 @@ def submit(configs: Sequence[RunConfig], *, backend: str, sweep_dir: str | os.Pa
             lock.release()
     if verbose:
         print(f"avsf.launch: {report.summary()} ({sweep_dir})", file=sys.stderr)
+        for run_dir, version in report.other_version.items():
+            print(f"avsf.launch: reused {Path(run_dir).name}, finished by avsf {version} (this is {code_version()})",
+                  file=sys.stderr)
         for run_dir, error in report.failed.items():
             print(f"--- failed: {Path(run_dir).name} (submit again with retry_failed=True / --retry-failed)\n"
                   f"{error}", file=sys.stderr)
@@ -807,13 +990,14 @@ def status(sweep_dir: str | os.PathLike, *, runs: Iterable[str] | None = None) -
         st = run_state(d, queue=queue)
         cfg = launch.get("config") or {}
         row = {"run": d.name, "state": st["state"], "job_id": st["job_id"], "backend": st["backend"],
-               "attempts": st["attempts"], "submissions": st["submissions"], "note": st["note"],
+               "attempts": st["attempts"], "submissions": st["submissions"], "failures": st["failures"],
+               "note": st["note"],
                "error": st["error"] if st["state"] == "failed" else "",
                "reason": st["reason"] if st["state"] == "failed" else ""}
         row.update(_flatten(cfg))
         row.update({f"metric.{k}": v for k, v in _metrics(_read_json(d / "final.json")).items()})
         rows.append(row)
-    columns = ["run", "state", "job_id", "backend", "attempts", "submissions", "note", "error", "reason"]
+    columns = ["run", "state", "job_id", "backend", "attempts", "submissions", "failures", "note", "error", "reason"]
     return pd.DataFrame(rows, columns=None if rows else columns)
 
 

@@ -98,6 +98,20 @@ def portable_run_ref(path: str) -> str:
     return parts[-1]
 
 
+# fields that decide whether a run stops, never what a finished run computed: left out of the
+# config hash (RunConfig.config_hash), so adding one renamed no run directory
+OPERATIONAL_FIELDS = {"data": ("max_failed_fraction",)}
+
+
+def without_operational(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A config dict without :data:`OPERATIONAL_FIELDS`."""
+    out = copy.deepcopy(cfg)
+    for section, keys in OPERATIONAL_FIELDS.items():
+        for key in keys:
+            out.get(section, {}).pop(key, None)
+    return out
+
+
 def hash_form(cfg: dict[str, Any]) -> dict[str, Any]:
     """A config dict (``RunConfig.to_dict()``) with every machine path in its portable form."""
     out = copy.deepcopy(cfg)

@@ -9,7 +9,8 @@
 # Everything lives under $AVSF_SLURM_DIR (default /tmp/avsf-slurm): config, munge key and
 # socket, controller state, slurmd spool, logs, and the PID file. Needs root (Debian): munged
 # runs as user munge with a fresh key; slurmctld and slurmd run as root (SlurmUser=root) without
-# cgroups (proctrack/linuxproc, task/none). The node's CPUs and memory come from `slurmd -C`.
+# cgroups (proctrack/linuxproc, task/none); a job's --mem is enforced by jobacct_gather's
+# OverMemoryKill (polled every second), so an over-limit job ends OUT_OF_MEMORY. The node's CPUs and memory come from `slurmd -C`.
 # Client commands find the config through SLURM_CONF, and through /etc/slurm/slurm.conf, which
 # `start` links to our config when no other config is there (and `stop` unlinks).
 set -euo pipefail
@@ -63,6 +64,12 @@ write_config() {
   host="$(hostname -s)"
   # `slurmd -C` prints the node's real hardware; keep only the fields slurm.conf takes.
   node_line="$(slurmd -C | head -1 | sed -E 's/ (UpTime|Boards)=[^ ]*//g')"
+  # memory is a consumable resource, so --mem is a limit (enforced by OverMemoryKill below);
+  # a job that asks for none gets its CPUs' share, so as many jobs run at once as without it
+  local mem cpus
+  mem="$(sed -nE 's/.*RealMemory=([0-9]+).*/\1/p' <<<"$node_line")"
+  cpus="$(sed -nE 's/.*CPUs=([0-9]+).*/\1/p' <<<"$node_line")"
+  DEF_MEM_PER_CPU=$(( mem / cpus ))
   cat >"$CONF" <<EOF
 # Written by slurm/local_cluster.sh: a one-node cluster for tests.
 ClusterName=avsflocal
@@ -83,11 +90,14 @@ SlurmdLogFile=$DIR/log/slurmd.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=$DEF_MEM_PER_CPU
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=2,defer_batch=0
 MessageTimeout=20
-JobAcctGatherType=jobacct_gather/none
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
+JobAcctGatherParams=OverMemoryKill
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 MpiDefault=none

@@ -28,7 +28,13 @@ def add_arguments(p) -> None:
     p.add_argument("--max-parallel", type=int, default=DEFAULT_MAX_PARALLEL,
                    help=f"runs training at once: processes (local) or each job array's cap (slurm) "
                         f"(default {DEFAULT_MAX_PARALLEL}, as the notebooks)")
-    p.add_argument("--retry-failed", action="store_true", help="submit failed runs again")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="submit failed runs again (each at most --max-attempts failed attempts in all)")
+    p.add_argument("--max-attempts", type=int, default=None, metavar="N",
+                   help="failed attempts after which a run is given up, not submitted again (default: the "
+                        "cluster profile's max_attempts, 3); preemptions do not count")
+    p.add_argument("--allow-other-version", action="store_true",
+                   help="resume unfinished runs that another avsf version submitted to --out (refused otherwise)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override for every run, applied before the runs are hashed and linked "
                         "(init_from), e.g. --set solver.epochs=1 (repeatable)")
@@ -77,7 +83,8 @@ def run(args) -> int:
     try:
         outcome = run_grid(grid, backend=args.backend, sweep_dir=args.out, cluster=profile,
                            max_parallel=args.max_parallel, retry_failed=args.retry_failed, job_fn=args.job_fn,
-                           wait=wait, timeout_s=args.timeout, label=f"avsf sweep {args.name}")
+                           wait=wait, timeout_s=args.timeout, label=f"avsf sweep {args.name}",
+                           max_attempts=args.max_attempts, allow_other_version=args.allow_other_version)
     except TimeoutError as e:
         print(f"avsf sweep {args.name}: {e} (they go on; `avsf status {args.out}` follows them)", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ loads with ``weights_only=True``.
 
 from __future__ import annotations
 
+import io
 import logging
 import random
 import re
@@ -42,7 +43,11 @@ def save_checkpoint(state: dict[str, Any], *, ckpt_dir: str | Path, keep: int) -
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise ValueError(f"checkpoint state lacks {missing}")
-    path = atomic_write(checkpoint_path(ckpt_dir, state["step"]), lambda f: torch.save(state, f))
+    # serialized in memory first: torch.save into a file that hits a full disk fails with an
+    # opaque "unexpected pos" from its zip writer; writing bytes gives the OSError, and the size
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    path = atomic_write(checkpoint_path(ckpt_dir, state["step"]), buffer.getbuffer())
     for old in list_checkpoints(ckpt_dir)[:-max(keep, 1)]:
         old.unlink(missing_ok=True)
     for tmp in Path(ckpt_dir).glob(".ckpt-*.tmp"):  # left by a run killed mid-write

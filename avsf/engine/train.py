@@ -34,7 +34,8 @@ from avsf.config import RunConfig
 from avsf.data.loader import count_silent
 from avsf.engine import distributed as ddp
 from avsf.engine import runtime
-from avsf.engine.checkpoint import capture_rng_state, load_checkpoint, load_latest, restore_rng_state, save_checkpoint
+from avsf.engine.checkpoint import (capture_rng_state, list_checkpoints, load_checkpoint, load_latest,
+                                   restore_rng_state, save_checkpoint)
 from avsf.engine.evaluate import write_final
 from avsf.engine.io import atomic_write_json, write_jsonl
 from avsf.engine.optim import build_optimizer, set_lr
@@ -44,11 +45,49 @@ from avsf.engine.tasks import task_for
 from avsf.engine.transfer import apply_transfer
 from avsf.errors import UserError
 from avsf.models.droppathway import can_drop, draw_droppathway
-from avsf.portable import hash_form
+from avsf.portable import hash_form, without_operational
 
 log = logging.getLogger("avsf.engine")
 
 _STOP = threading.Event()
+DATA_GONE_MIN_READS = 64  # clip reads in an epoch before the failed fraction is judged
+
+
+class OutOfMemory(UserError):
+    """A training step that did not fit in memory: where, with which batch and crop, what to lower."""
+
+
+class DataGoneError(UserError):
+    """Most clip reads of an epoch failed: the data went away (an unmounted share, deleted files)."""
+
+
+def load_latest_name(ckpt_dir: Path) -> str | None:
+    found = list_checkpoints(ckpt_dir)
+    return found[-1].name if found else None
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """CUDA's out-of-memory error, Python's MemoryError, or the CPU allocator's failure."""
+    if isinstance(e, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def out_of_memory_reason(cfg: RunConfig, *, device: torch.device, step: int, clips: int) -> str:
+    """The line an out-of-memory step reports: the device (and its memory), the batch, crop and
+    frames that did not fit, and what to lower."""
+    where = str(device)
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        peak = torch.cuda.max_memory_allocated(device)
+        where = f"{torch.cuda.get_device_name(device)} ({total / 2**30:.1f} GiB; {peak / 2**30:.1f} GiB held at peak)"
+    m, d = cfg.model, cfg.data
+    return (f"out of memory on {where} at step {step}: solver.batch_size={cfg.solver.batch_size} per process "
+            f"({clips} clips in this batch), data.train_crop={d.train_crop}, {m.slow_frames} Slow frames x "
+            f"alpha {m.alpha}, {m.audio_frames} audio frames, bf16={cfg.bf16}. Lower solver.batch_size (keep "
+            f"solver.reference_batch, so the learning rate follows), or data.train_crop, or set bf16=true, "
+            f"or spread the batch over more GPUs")
 # fields of a metrics line that depend on the machine, not on the computation
 TIMING_FIELDS = ("clips_per_s", "wall_time_s", "epoch_time_s", "peak_mem_mb", "data_wait_s", "compute_s",
                  "data_wait_frac")
@@ -126,7 +165,9 @@ def _check_run_dir(run_dir: Path, cfg: RunConfig) -> None:
         new = cfg.to_dict()
         # the same run at another path (a clone, a moved sweep) differs only in machine paths:
         # accepted, and config.json is rewritten with this machine's paths
-        if old != new and not (isinstance(old, dict) and hash_form(old) == hash_form(new)):
+        # (fields that only decide whether a run stops may differ, or be missing in older runs)
+        if old != new and not (isinstance(old, dict) and
+                               without_operational(hash_form(old)) == without_operational(hash_form(new))):
             diff = sorted(_diff_keys(old, new)) if isinstance(old, dict) else ["config.json (unreadable)"]
             raise UserError(f"{run_dir} holds a run with a different config (differs in "
                             f"{', '.join(diff[:6])}{' ...' if len(diff) > 6 else ''}); choose another --out "
@@ -316,13 +357,22 @@ class Trainer:
                 self.model.train()
                 t_epoch = time.perf_counter()
                 if self.batch_in_epoch < self.steps_per_epoch:
-                    loader = self._loader(epoch=self.epoch, start_batch=self.batch_in_epoch)
+                    start = self.batch_in_epoch
+                    loader = self._loader(epoch=self.epoch, start_batch=start)
                     t_wait = time.perf_counter()
                     for batch in loader:
                         t0 = time.perf_counter()
                         self.meter.data_wait_s += t0 - t_wait
                         self.meter.silent_clips += count_silent(batch)  # per batch: a resumed epoch keeps it
-                        lr, out = self._train_step(batch)
+                        self._check_data_present(loader, delivered=(self.batch_in_epoch - start + 1) * cfg.solver.batch_size)
+                        try:
+                            lr, out = self._train_step(batch)
+                        except Exception as e:
+                            if not is_out_of_memory(e):
+                                raise
+                            clips = int(next(v for v in batch.values() if isinstance(v, torch.Tensor)).shape[0])
+                            raise OutOfMemory(out_of_memory_reason(cfg, device=self.device, step=self.step,
+                                                                   clips=clips)) from e
                         self.meter.train_time_s += time.perf_counter() - t0
                         self.step += 1
                         self.batch_in_epoch += 1
@@ -344,6 +394,25 @@ class Trainer:
         if cfg.solver.precise_bn and not self.precise_bn_done:
             self._precise_bn()
         return True
+
+    def _check_data_present(self, loader: Any, *, delivered: int) -> None:
+        """Stop once more than data.max_failed_fraction of this pass's clip reads failed (each
+        failed read was replaced, so the model would train on what is left without a word)."""
+        failed = list(getattr(loader, "failures", ())) + list(getattr(loader, "crashes", ()))
+        reads = delivered + len(failed)
+        limit = self.cfg.data.max_failed_fraction
+        over = reads >= DATA_GONE_MIN_READS and len(failed) > limit * reads
+        if not ddp.any_true(over, device=self.device):  # every rank stops together, or none does
+            return
+        if not over:
+            raise DataGoneError(f"another process of this run found most of its clip reads failing in epoch "
+                                f"{self.epoch + 1} (see rank 0's log); check that the dataset is mounted")
+        ckpt = load_latest_name(self.run_dir / "checkpoints")
+        raise DataGoneError(
+            f"{len(failed)} of {reads} clip reads failed in epoch {self.epoch + 1} ({100 * len(failed) / reads:.0f}% > "
+            f"data.max_failed_fraction={limit:g}): the data seems to have gone away (first: {failed[0]}; "
+            f"last: {failed[-1]}). Check that the dataset is mounted and readable, then run again: it resumes "
+            f"from {ckpt or 'the start (no checkpoint yet)'}")
 
     def _precise_bn(self) -> None:
         """Recompute BN running statistics over clean training batches (averaged over ranks)."""

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from avsf.engine.io import disk_full_reported
 from avsf.errors import UserError
 from avsf.experiments import project_root
 from avsf.launch import run_name
@@ -96,7 +97,11 @@ def archive_run(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
     so it hashes as before), final.json and metrics.jsonl through :func:`avsf.portable.scrub_paths`.
 
     Raises UserError when the run has no final.json (it did not finish)."""
-    run_dir, dest = Path(run_dir), Path(dest)
+    with disk_full_reported(dest):  # written beside dest, swapped in whole: a full disk leaves the old copy
+        return _archive_run(Path(run_dir), Path(dest))
+
+
+def _archive_run(run_dir: Path, dest: Path) -> Path:
     if not (run_dir / "final.json").is_file():
         raise UserError(f"{run_dir} has no final.json: only finished runs are archived (rerun the grid)")
     cfg = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else None

@@ -5,6 +5,7 @@ the figure; :func:`close` frees it (the notebook shows the PNG file)."""
 
 from __future__ import annotations
 
+import io
 import sys
 import textwrap
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from avsf.engine.io import atomic_write
 from avsf.experiments import Experiment, get_experiment, load_claims
 from avsf.report import stats as S
 from avsf.report.tables import parse_number
@@ -47,7 +49,9 @@ def _save(fig, path: Path, caption: str | None = None):
     if caption:
         fig.text(0.01, 0.005, wrap(caption, 110), fontsize=7, va="bottom", ha="left", color="0.3")
     fig.tight_layout(rect=(0, 0.06 if caption else 0, 1, 1))
-    fig.savefig(path, dpi=110)
+    buffer = io.BytesIO()  # rendered first: a full disk then leaves the old figure and names the file
+    fig.savefig(buffer, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
+    atomic_write(path, buffer.getbuffer())
     return fig
 
 

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 import pandas as pd
 from scipy import stats as st
 
+from avsf.engine.io import atomic_write_text, disk_full_reported
 from avsf.experiments import ClaimLink, Experiment, get_experiment, load_claims
 from avsf.report import stats as S
 from avsf.report.archive import record_table
@@ -286,11 +287,19 @@ def render(params: Params, *, runs: pd.DataFrame, rows: pd.DataFrame, claims: pd
     """Write table.csv (claims beside ours), rows.csv and table.md to output_dir, and the trace
     of the table (:func:`avsf.report.archive.record_table`: runs.csv by run name, the runs from
     ``run_dirs`` and the late-fusion cache archived under runs/, provenance.json)."""
-    exp = params.experiment
     out = Path(params.output_dir)
+    with disk_full_reported(out):  # a full disk says where and how much; each file is replaced whole or not at all
+        return _render(params, out=out, runs=runs, rows=rows, claims=claims, figures=figures, notes=notes,
+                       run_dirs=run_dirs, ensemble_cache=ensemble_cache)
+
+
+def _render(params: Params, *, out: Path, runs: pd.DataFrame, rows: pd.DataFrame, claims: pd.DataFrame,
+            figures: list[Path] | None, notes: list[str] | None, run_dirs: Mapping[str, Path] | None,
+            ensemble_cache: Path | None) -> Path:
+    exp = params.experiment
     out.mkdir(parents=True, exist_ok=True)
-    claims.to_csv(out / "table.csv", index=False)
-    rows.to_csv(out / "rows.csv", index=False)
+    atomic_write_text(out / "table.csv", claims.to_csv(index=False))
+    atomic_write_text(out / "rows.csv", rows.to_csv(index=False))
     provenance = record_table(runs, params=params, run_dirs=run_dirs, fusion_cache=ensemble_cache)
     md = [f"# {exp.artifact}: {exp.title}", "",
           f"Scale **{params.scale}**, seeds {params.seeds}, backend {params.backend}"
@@ -308,5 +317,5 @@ def render(params: Params, *, runs: pd.DataFrame, rows: pd.DataFrame, claims: pd
         md += [line, ""]
     for fig in figures or []:
         md += [f"![{fig.stem}]({fig.name})", ""]
-    (out / "table.md").write_text("\n".join(md))
+    atomic_write_text(out / "table.md", "\n".join(md))
     return out
