@@ -647,7 +647,7 @@ def slurm_kill_reason(launch: dict[str, Any], slurm_state: str | None) -> str | 
     logs = "\n".join(_tail(launch.get(k), 200) for k in ("stderr", "stdout"))
     hit = _SLURM_OOM.search(logs)
     mem_gb = float(launch.get("mem_gb") or 0)
-    asked = f"{mem_gb:g} GB asked (mem_gb)" if mem_gb else f"limit {fields.get('MinMemoryNode') or 'the partition default'}"
+    asked = f"{mem_gb:g} GiB asked (mem_gb)" if mem_gb else f"limit {fields.get('MinMemoryNode') or 'the partition default'}"
     if state == "OUT_OF_MEMORY" or hit:
         seen = f"; it reached {_gib(int(hit['used']))} of {_gib(int(hit['limit']))}" if hit and hit["used"] else ""
         return (f"out of memory: Slurm killed the job at its memory limit ({asked}{seen}). Ask for more memory "

@@ -252,6 +252,7 @@ def test_local_backend_caps_parallel_runs_and_resumes_after_preemption(tmp_path)
     log = (run_dir / "log.txt").read_text()
     assert "stop requested: checkpointed at step" in log and "resumed from step-" in log
     assert frame.set_index("run").loc[run_dir.name, "attempts"] == 2
+    assert frame.set_index("run").loc[run_dir.name, "failures"] == 0  # a preemption is no failed attempt
     # max_parallel=1: no two runs trained at the same time (one span per start..end or stop)
     spans = []
     for cfg in cfgs:

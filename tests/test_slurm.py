@@ -7,12 +7,14 @@ tests. Without AVSF_SLURM (a laptop without Slurm) they are skipped, saying how 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -256,3 +258,25 @@ def test_a_transfer_row_is_queued_at_once_and_waits_for_its_pretraining_run(tmp_
     assert done.failures[bad.name].startswith(f"not run: it starts from {bad.after[0]}, which failed (dataset root")
     source = json.loads((tmp_path / ok.after[0] / "final.json").read_text())
     assert source["ended"] <= json.loads((tmp_path / ok.name / "final.json").read_text())["started"]
+
+
+def hog_memory(cfg: RunConfig, run_dir, **_) -> dict:
+    """A job that grows by 64 MiB every 0.1 s up to 4 GiB: past any small --mem in seconds."""
+    chunks = []
+    for _ in range(64):
+        chunks.append(bytearray(64 * 2**20))  # bytearray zero-fills: the pages are touched, so resident
+        time.sleep(0.1)
+    (Path(run_dir) / "final.json").write_text(json.dumps({"survived_gib": len(chunks) / 16}))
+    return {}
+
+
+def test_a_job_over_its_memory_limit_is_reported_as_out_of_memory_with_the_limit(tmp_path):
+    profile = dataclasses.replace(launch.load_cluster("local"), mem_gb=0.75)
+    cfg = get_preset("slowfast_tiny").with_overrides({"seed": "7"})
+    launch.submit([cfg], backend="slurm", sweep_dir=tmp_path, cluster=profile, job_fn=f"{Path(__file__).resolve()}:hog_memory")
+    frame = launch.wait(tmp_path, timeout_s=180, poll_s=0.5)
+    row = frame.iloc[0]
+    assert row["state"] == "failed", row.to_dict()
+    assert row["reason"].startswith("out of memory: Slurm killed the job at its memory limit (0.75 GiB asked (mem_gb)"), \
+        row["reason"]
+    assert "of 0.75 GiB" in row["reason"] and "lower solver.batch_size" in row["reason"]

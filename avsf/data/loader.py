@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
+from avsf.errors import USER_ERRORS
 from avsf.data.decode import DecodeError
 
 log = logging.getLogger("avsf.data")
@@ -208,6 +209,8 @@ class SampleLoader:
                     pos += 1
                     yield self._take(batch)
                 return
+            except USER_ERRORS as e:
+                raise _unwrapped(e) from e
             except RuntimeError as e:
                 if not _is_worker_death(e):
                     raise
@@ -287,6 +290,22 @@ def _unregister_sigchld(it: Any) -> None:
             pass
     if hasattr(type(it), "_try_get_data"):
         it._try_get_data = functools.partial(type(it)._try_get_data, it, timeout=_DEATH_CHECK_S)
+
+
+def _unwrapped(error: Exception) -> Exception:
+    """A user-facing error a worker raised, as the worker raised it: PyTorch re-raises it in the
+    main process with "Caught X in DataLoader worker process k" and the worker's traceback as
+    its message, so the run's one-line reason would be that first line."""
+    text = str(error)
+    if not text.startswith("Caught "):
+        return error
+    prefix = f"{type(error).__name__}: "
+    last = next((ln for ln in reversed(text.splitlines()) if ln.strip()), "")
+    message = last.split(prefix, 1)[1] if prefix in last else last
+    try:
+        return type(error)(message)
+    except TypeError:  # a constructor of other arguments: keep PyTorch's error
+        return error
 
 
 def _is_worker_death(error: RuntimeError) -> bool:

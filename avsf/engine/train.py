@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from avsf.config import RunConfig
+from avsf.data.datasets.base import DataGoneError
 from avsf.data.loader import count_silent
 from avsf.engine import distributed as ddp
 from avsf.engine import runtime
@@ -55,10 +56,6 @@ DATA_GONE_MIN_READS = 64  # clip reads in an epoch before the failed fraction is
 
 class OutOfMemory(UserError):
     """A training step that did not fit in memory: where, with which batch and crop, what to lower."""
-
-
-class DataGoneError(UserError):
-    """Most clip reads of an epoch failed: the data went away (an unmounted share, deleted files)."""
 
 
 def load_latest_name(ckpt_dir: Path) -> str | None:

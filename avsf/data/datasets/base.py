@@ -31,6 +31,7 @@ from torch.utils.data import default_collate
 from avsf.data import sampling
 from avsf.data.audio import clip_logmel
 from avsf.data.datasets.records import SplitListing, VideoRecord
+from avsf.errors import UserError
 from avsf.data.decode import DecodeError, decode_audio_span, decode_clip, open_media, resample_audio
 from avsf.data.transforms import pack_pathways, eval_transform, train_transform
 from avsf.errors import UserError
@@ -45,6 +46,10 @@ class SilentAudioError(DecodeError):
                                f"`avsf check-data` lists such files as no_sound). With "
                                f"data.decode_failure=replace these clips train on as silence and are "
                                f"counted per epoch as silent_clips")
+
+
+class DataGoneError(UserError):
+    """Most clip reads fail: the data went away (an unmounted share, deleted files) or cannot be read."""
 
 
 MAX_ATTEMPTS = 10  # replacements tried before a sample gives up (a bug, not a bad file)
@@ -171,8 +176,10 @@ class AVClipDataset(torch.utils.data.Dataset):
                     failures.append(f"{path}: {reason}")
                     log.warning("decode failed, sample replaced: %s: %s", path, reason)
             item = self.replacement(index, attempt)
-        raise RuntimeError(f"{MAX_ATTEMPTS} files in a row failed to decode for item {index}; "
-                           f"the last: {failures[-1]} (is the dataset readable? run avsf check-data)")
+        raise DataGoneError(f"{MAX_ATTEMPTS} files in a row failed to decode for item {index}: the data seems to "
+                            f"have gone away or be unreadable (first: {failures[0]}; last: {failures[-1]}). Check "
+                            f"that the dataset is mounted and readable (avsf check-data), then run again: the run "
+                            f"resumes from its newest checkpoint")
 
     def video_of(self, item: int) -> int:
         """The video an item is read from (subclasses with other item layouts override it)."""
