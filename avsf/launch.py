@@ -327,6 +327,77 @@ class _StopRequest:
             self._previous(self.signum, None)
 
 
+def memory_cgroup(pid: int | str = "self") -> Path | None:
+    """The memory cgroup folder of a process (cgroup v1's memory controller, else v2's unified
+    hierarchy), where this machine shows it; None elsewhere."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    found = {}
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            found[parts[1]] = parts[2]
+    candidates = []
+    if "memory" in found:
+        candidates.append(Path("/sys/fs/cgroup/memory") / found["memory"].lstrip("/"))
+    if "" in found:
+        candidates += [Path(root) / found[""].lstrip("/") for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified")]
+    return next((c for c in candidates if (c / "memory.oom_control").is_file() or (c / "memory.events").is_file()), None)
+
+
+def _read_number(path: Path, key: str | None = None) -> int | None:
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    if key is None:
+        value = text.strip()
+        return None if value in ("", "max") or not value.isdigit() or int(value) >= 2**62 else int(value)
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == key and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+def oom_counters(cgroup: Path | None) -> dict[str, Any]:
+    """The kernel's out-of-memory kill counts: in a memory cgroup (and its limit) and on the
+    whole machine (/proc/vmstat). A job records them when it starts, so a job that dies without
+    a word can be told apart as killed by the OOM killer (see :func:`local_kill_reason`)."""
+    out: dict[str, Any] = {"cgroup": str(cgroup) if cgroup else None, "cgroup_oom_kills": None, "limit_bytes": None,
+                           "machine_oom_kills": _read_number(Path("/proc/vmstat"), "oom_kill")}
+    if cgroup is not None:
+        v1 = (cgroup / "memory.oom_control").is_file()
+        out["cgroup_oom_kills"] = _read_number(cgroup / ("memory.oom_control" if v1 else "memory.events"), "oom_kill")
+        out["limit_bytes"] = _read_number(cgroup / ("memory.limit_in_bytes" if v1 else "memory.max"))
+    return out
+
+
+def local_kill_reason(state: dict[str, Any]) -> str | None:
+    """Why a job on this machine died without writing its error: the kernel's OOM killer, when
+    the kill counts recorded at its start rose while it ran. None when they did not (or were
+    not readable: the exit status of a job that is not our child is lost)."""
+    start = state.get("oom") or {}
+    cgroup = Path(start["cgroup"]) if start.get("cgroup") else None
+    now = oom_counters(cgroup)
+    limit = start.get("limit_bytes")
+    advice = ("Lower solver.batch_size or data.num_workers, or give the job more memory; submit again and it "
+              "resumes from its newest checkpoint")
+    if None not in (start.get("cgroup_oom_kills"), now["cgroup_oom_kills"]) and \
+            now["cgroup_oom_kills"] > start["cgroup_oom_kills"]:
+        where = f"its memory cgroup's limit of {_gib(limit)}" if limit else "its memory cgroup"
+        return (f"out of memory: the kernel's OOM killer ended the job at {where} (the cgroup's oom_kill count "
+                f"rose from {start['cgroup_oom_kills']} to {now['cgroup_oom_kills']} while it ran). {advice}")
+    if None not in (start.get("machine_oom_kills"), now["machine_oom_kills"]) and \
+            now["machine_oom_kills"] > start["machine_oom_kills"]:
+        return (f"out of memory, most likely: the job died without a word while the kernel's OOM killer killed "
+                f"processes on this machine (oom_kill {start['machine_oom_kills']} -> {now['machine_oom_kills']}). "
+                f"{advice}")
+    return None
+
+
 def _job_identity() -> dict[str, Any]:
     """Job id, rank and host of this process under submitit (or of the debug process)."""
     info: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "job_id": f"debug-{os.getpid()}",
@@ -401,7 +472,8 @@ class RunJob:
             attempt = int(state.get("attempts", 0)) + 1
             ckpt = newest_checkpoint(run_dir)
             started = {"state": "running", "attempts": attempt, "job_id": me["job_id"], "host": me["host"],
-                       "pid": me["pid"], "world_size": me["world_size"], "started_at": _now()}
+                       "pid": me["pid"], "world_size": me["world_size"], "started_at": _now(),
+                       "oom": oom_counters(memory_cgroup())}
             _write_json(run_dir / "state.json", started)
             _log(run_dir, f"attempt {attempt} started: job {me['job_id']} on {me['host']} pid {me['pid']}, "
                           f"{me['world_size']} task(s); newest checkpoint: {ckpt.name if ckpt else 'none (fresh start)'}")
@@ -598,6 +670,9 @@ def _run_state(run_dir: str | os.PathLike, *, queue: dict[str, str] | None | boo
             return {**out, "state": "running" if job_state == "running" else "pending",
                     "note": "" if alive else "on another host; state from files"}
         ended_note = "process ended"
+        if job_state == "running" and not (run_dir / "final.json").exists() and (killed := local_kill_reason(state)):
+            error = "\n".join([killed, _tail(run_dir / "log.txt", ERROR_TAIL_LINES // 2)])
+            return {**out, "state": "failed", "error": error.strip(), "note": ended_note, "reason": killed}
     if (run_dir / "final.json").exists():  # finished between our first look and the queue's
         return {**out, "state": "done"}
     error = state.get("error") or "\n".join(

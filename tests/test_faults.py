@@ -312,3 +312,62 @@ def test_unfinished_runs_of_another_code_version_are_refused_and_finished_ones_r
     report = launch.submit([failed], backend="debug", sweep_dir=tmp_path, job_fn=FAKE_JOB, retry_failed=True,
                            allow_other_version=True, verbose=False)
     assert report.submitted == [str(launch.run_dir_for(failed, tmp_path))]
+
+
+# --- a job the kernel's OOM killer ends (a real memory cgroup, root only) ------------------------
+HOG = '''
+import json, time
+from pathlib import Path
+
+def hog(cfg, run_dir, **_):
+    chunks = []
+    for _ in range(64):  # 64 MiB every 0.05 s, up to 4 GiB: past the cgroup's limit in a second
+        chunks.append(bytearray(64 * 2**20))
+        time.sleep(0.05)
+    (Path(run_dir) / "final.json").write_text(json.dumps({"survived": True}))
+    return {}
+'''
+
+SUBMIT_IN_CGROUP = '''
+import os, sys
+with open(os.path.join(sys.argv[1], "cgroup.procs"), "w") as f:  # this process and all it starts
+    f.write(str(os.getpid()))
+from avsf import launch
+from avsf.presets import get_preset
+launch.submit([get_preset("slowfast_tiny")], backend="local", sweep_dir=sys.argv[2], job_fn=sys.argv[3], verbose=False)
+launch.wait(sys.argv[2], timeout_s=120, poll_s=0.2)
+'''
+
+
+@pytest.fixture
+def memory_cgroup_of_800mb():
+    own = launch.memory_cgroup()
+    if os.geteuid() != 0 or own is None:
+        pytest.skip("a memory cgroup of its own needs root and a visible cgroup hierarchy")
+    child = own / f"avsf-test-oom-{os.getpid()}"
+    try:
+        child.mkdir()
+        limit = "memory.limit_in_bytes" if (child / "memory.limit_in_bytes").exists() else "memory.max"
+        (child / limit).write_text(str(800 * 2**20))
+    except OSError as e:
+        pytest.skip(f"this machine refuses a memory cgroup ({e}); the Slurm test covers --mem")
+    yield child
+    for _ in range(50):  # removable once its processes are gone
+        try:
+            child.rmdir()
+            break
+        except OSError:
+            time.sleep(0.1)
+
+
+def test_a_local_job_the_kernel_kills_for_memory_is_reported_as_out_of_memory(tmp_path, memory_cgroup_of_800mb):
+    (tmp_path / "hog.py").write_text(HOG)
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-c", SUBMIT_IN_CGROUP, str(memory_cgroup_of_800mb), str(sweep),
+                           f"{tmp_path / 'hog.py'}:hog"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = launch.status(sweep).iloc[0]
+    assert row["state"] == "failed", row.to_dict()
+    assert row["reason"].startswith("out of memory: the kernel's OOM killer ended the job at its memory cgroup's "
+                                    "limit of 0.78 GiB"), row["reason"]
+    assert "Lower solver.batch_size" in row["reason"]
