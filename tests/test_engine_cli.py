@@ -39,6 +39,21 @@ def test_data_dir_without_csv(capsys, tmp_path):
 
 def test_test_without_a_run(capsys, tmp_path):
     _one_line_error(capsys, ["test", "--run", str(tmp_path)], "config.json", "avsf train")
+    _one_line_error(capsys, ["test", str(tmp_path)], "config.json", "avsf train")
+    _one_line_error(capsys, ["test"], "one run directory", "avsf test RUN_DIR")
+    _one_line_error(capsys, ["test", str(tmp_path), "--run", str(tmp_path)], "one run directory")
+
+
+def test_torchrun_leaves_the_run_directory_to_avsf_test(capsys):
+    """torchrun's parser takes --run as an abbreviation of its --run-path (issue 19: `torchrun ...
+    -m avsf test --run DIR` failed before it started); a positional RUN_DIR reaches avsf."""
+    from torch.distributed.run import get_args_parser
+
+    with pytest.raises(SystemExit):
+        get_args_parser().parse_args(["--nproc_per_node", "2", "-m", "avsf", "test", "--run", "r"])
+    assert "--run could match --run-path" in capsys.readouterr().err
+    kept = get_args_parser().parse_args(["--nproc_per_node", "2", "-m", "avsf", "test", "r"])
+    assert kept.training_script_args == ["test", "r"]
 
 
 def test_run_dir_with_another_config_is_refused_unless_fresh(capsys, tmp_path, monkeypatch):
@@ -53,7 +68,7 @@ def test_run_dir_with_another_config_is_refused_unless_fresh(capsys, tmp_path, m
     assert "top1" in capsys.readouterr().out
     assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 5
     # `avsf test` re-tests the newest checkpoint and gives the same metrics
-    assert main(["test", "--run", out, "--json"]) == 0
+    assert main(["test", out, "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     saved = json.loads((tmp_path / "run" / "final.json").read_text())
     assert again["top1"] == saved["top1"] and again["seed"] == 5
