@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from avsf.config import RunConfig
+from avsf.engine.io import atomic_write_json
 from avsf.errors import USER_ERRORS, UserError
 from avsf.portable import PATH_FIELDS
 
@@ -179,14 +180,8 @@ def code_version() -> str:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    """Atomic: readers see the old file or the whole new one (write beside, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Atomic (readers see the old file or the whole new one), and a full disk says so."""
+    atomic_write_json(path, obj)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -26,6 +26,7 @@ from avsf.engine import io as fio
 from avsf.engine.io import DiskFullError
 from avsf.errors import UserError
 from avsf.presets import get_preset
+from test_launch import _starts  # the fake job's starts, counted as test_launch counts them
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_JOB = f"{REPO / 'tests' / 'test_launch.py'}:fake_train"
@@ -239,10 +240,6 @@ def test_the_failed_fraction_is_judged_per_epoch_after_enough_reads(tmp_path):
 def _fail_cfg(seed: int = 0):
     return get_preset("avslowfast_tiny").with_overrides([f"seed={seed}", "solver.epochs=1", "solver.base_lr=0",
                                                         "data.root=/fail"])
-
-
-def _starts(run_dir: Path) -> int:
-    return sum(line.startswith("start") for line in (run_dir / "executions.txt").read_text().splitlines())
 
 
 def test_a_run_that_always_fails_is_given_up_after_max_attempts(tmp_path, capsys):

@@ -90,24 +90,25 @@ def atomic_write(path: str | os.PathLike, data: bytes | bytearray | memoryview |
     rename it to `path`. Give bytes where the size is known: a full disk then reports it."""
     path = Path(path)
     needed = len(data) if isinstance(data, (bytes, bytearray, memoryview)) else None
-    with disk_full_reported(path, needed=needed):
+    tmp = None
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
-        try:
-            with os.fdopen(fd, "wb") as f:
-                if needed is None:
-                    data(f)  # type: ignore[operator]
-                else:
-                    _write_all(f, data)  # type: ignore[arg-type]
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException as e:
+        with os.fdopen(fd, "wb") as f:
+            if needed is None:
+                data(f)  # type: ignore[operator]
+            else:
+                _write_all(f, data)  # type: ignore[arg-type]
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-            if is_disk_full(e):
-                e.filename = str(path)  # the file we meant to write, not the temporary one
-            raise
+        if is_disk_full(e):  # named by the file we meant to write, not the temporary one
+            raise DiskFullError(path, needed=needed, error=e) from e  # type: ignore[arg-type]
+        raise
     return path
 
 

@@ -58,11 +58,6 @@ class OutOfMemory(UserError):
     """A training step that did not fit in memory: where, with which batch and crop, what to lower."""
 
 
-def load_latest_name(ckpt_dir: Path) -> str | None:
-    found = list_checkpoints(ckpt_dir)
-    return found[-1].name if found else None
-
-
 def is_out_of_memory(e: BaseException) -> bool:
     """CUDA's out-of-memory error, Python's MemoryError, or the CPU allocator's failure."""
     if isinstance(e, (torch.OutOfMemoryError, MemoryError)):
@@ -85,6 +80,13 @@ def out_of_memory_reason(cfg: RunConfig, *, device: torch.device, step: int, cli
             f"alpha {m.alpha}, {m.audio_frames} audio frames, bf16={cfg.bf16}. Lower solver.batch_size (keep "
             f"solver.reference_batch, so the learning rate follows), or data.train_crop, or set bf16=true, "
             f"or spread the batch over more GPUs")
+
+
+def _batch_clips(batch: dict[str, Any]) -> int:
+    """Clips in a batch: the first dimension of its first tensor."""
+    return int(next(v for v in batch.values() if isinstance(v, torch.Tensor)).shape[0])
+
+
 # fields of a metrics line that depend on the machine, not on the computation
 TIMING_FIELDS = ("clips_per_s", "wall_time_s", "epoch_time_s", "peak_mem_mb", "data_wait_s", "compute_s",
                  "data_wait_frac")
@@ -302,7 +304,7 @@ class Trainer:
         self.optimizer.step()
         stages = {k: float(v.detach()) for k, v in outputs.items() if k.startswith("avs_loss/")}
         stages.update(task.logs)  # step means in the epoch line, as train_<name>
-        clips = int(next(v for v in batch.values() if isinstance(v, torch.Tensor)).shape[0])
+        clips = _batch_clips(batch)
         loss_value = float(loss.detach())
         self.meter.add(clips=clips, loss=loss_value, task=float(task.loss.detach()),
                        avs=None if avs is None else float(avs.detach()), stages=stages, hits=task.hits)
@@ -367,9 +369,8 @@ class Trainer:
                         except Exception as e:
                             if not is_out_of_memory(e):
                                 raise
-                            clips = int(next(v for v in batch.values() if isinstance(v, torch.Tensor)).shape[0])
                             raise OutOfMemory(out_of_memory_reason(cfg, device=self.device, step=self.step,
-                                                                   clips=clips)) from e
+                                                                   clips=_batch_clips(batch))) from e
                         self.meter.train_time_s += time.perf_counter() - t0
                         self.step += 1
                         self.batch_in_epoch += 1
@@ -404,12 +405,12 @@ class Trainer:
         if not over:
             raise DataGoneError(f"another process of this run found most of its clip reads failing in epoch "
                                 f"{self.epoch + 1} (see rank 0's log); check that the dataset is mounted")
-        ckpt = load_latest_name(self.run_dir / "checkpoints")
+        ckpts = list_checkpoints(self.run_dir / "checkpoints")
         raise DataGoneError(
             f"{len(failed)} of {reads} clip reads failed in epoch {self.epoch + 1} ({100 * len(failed) / reads:.0f}% > "
             f"data.max_failed_fraction={limit:g}): the data seems to have gone away (first: {failed[0]}; "
             f"last: {failed[-1]}). Check that the dataset is mounted and readable, then run again: it resumes "
-            f"from {ckpt or 'the start (no checkpoint yet)'}")
+            f"from {ckpts[-1].name if ckpts else 'the start (no checkpoint yet)'}")
 
     def _precise_bn(self) -> None:
         """Recompute BN running statistics over clean training batches (averaged over ranks)."""

@@ -31,7 +31,6 @@ from torch.utils.data import default_collate
 from avsf.data import sampling
 from avsf.data.audio import clip_logmel
 from avsf.data.datasets.records import SplitListing, VideoRecord
-from avsf.errors import UserError
 from avsf.data.decode import DecodeError, decode_audio_span, decode_clip, open_media, resample_audio
 from avsf.data.transforms import pack_pathways, eval_transform, train_transform
 from avsf.errors import UserError
