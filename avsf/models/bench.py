@@ -40,6 +40,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from avsf.engine.runtime import keep_freed_memory
 from avsf.errors import UserError
 from avsf.models.network import AVSlowFast, build_model, example_inputs
 from avsf.presets import get_preset
@@ -125,6 +126,7 @@ def bench_model(*, preset: str, batch: int, crop: int | None, iters: int, device
 
 @contextlib.contextmanager
 def _threads(threads: int | None):
+    keep_freed_memory()  # as training does (avsf.engine.runtime.cpu_threads)
     if threads is not None and threads < 1:
         raise UserError(f"--threads {threads}: give at least 1")
     before = torch.get_num_threads()
