@@ -223,15 +223,22 @@ def test_bench_reports_speed_memory_and_the_stage_split():
         bench_model(preset="audio_only_tiny", batch=0, crop=None, iters=1, device="cpu", bf16=False, profile=False)
 
 
-def test_bench_compare_alternates_pairs_rounds_and_names_the_missing_extra(monkeypatch, capsys):
+def test_bench_compare_alternates_processes_pairs_rounds_and_names_the_missing_extra(monkeypatch, capsys):
     import sys
 
     from avsf.models import bench
 
-    calls = []
-    timings = bench._alternate({"a": (lambda: calls.append("a"), 4), "b": (lambda: calls.append("b"), 4)}, rounds=3)
-    assert calls == ["a", "b"] * 4  # one warm-up round, then the contenders alternated
-    assert len(timings["a"]["wall_s"]) == 3 and timings["a"]["clips_per_s"] > 0
+    # two real contender processes (tiny models, batch 2): one step at a time, alternated
+    spec = dict(kind="ours", batch=2, crop=32, avs=True)
+    timings = bench._alternate({"a": dict(spec, preset="slowfast_tiny"), "b": dict(spec, preset="avslowfast_tiny")},
+                               rounds=3, threads=1)
+    starts = sorted((t, name) for name in "ab" for t in timings[name]["started"])
+    assert [name for _, name in starts] == ["a", "b"] * 3
+    for name in "ab":
+        assert len(timings[name]["wall_s"]) == 3 and timings[name]["clips_per_s"] > 0
+    assert timings["b"]["input_shapes"]["audio_neg"] == [2, 1, 64, 40] and "audio" not in timings["a"]["input_shapes"]
+    with pytest.raises(UserError, match="speed comparison, bad: .*no-such-preset"):
+        bench._alternate({"bad": dict(spec, preset="no-such-preset")}, rounds=1, threads=1)
     ratio = bench._paired_ratio({"wall_s": [2.0, 9.0, 4.0]}, {"wall_s": [1.0, 3.0, 4.0]})
     assert ratio == 2.0  # the median of the per-round ratios 2, 3, 1
     monkeypatch.setitem(sys.modules, "pytorchvideo", None)  # as if the optional extra were not installed

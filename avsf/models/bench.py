@@ -18,8 +18,8 @@ With ``profile=True``: the time split by op (torch.profiler, self CPU time over 
 by stage (each stage module timed alone, forward + backward, on the input it receives in the
 model; the rest of the step is glue: concatenations, laterals' additions, pooling, loss).
 
-The comparison (``avsf bench model --compare``) times, in one process with the steps of each
-group alternated round by round (so a load change hits every contender alike): the
+The comparison (``avsf bench model --compare``) times each contender in its own process, the
+steps of a group alternated round by round (so a load change hits every contender alike): the
 AVSlowFast tiny step (with AVS) against the SlowFast tiny step at the same batch, and the R50
 8x8 training step (ours with AVS, ours without) against pytorchvideo 0.1.5's
 ``create_audio_visual_slowfast`` on the same input. pytorchvideo is an optional benchmark extra
@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from avsf.engine.runtime import keep_freed_memory
-from avsf.errors import UserError
+from avsf.errors import USER_ERRORS, UserError
 from avsf.models.network import AVSlowFast, build_model, example_inputs
 from avsf.presets import get_preset
 
@@ -275,15 +275,8 @@ def _train_step(model: torch.nn.Module, inputs: dict[str, torch.Tensor], labels:
     return lambda: _step(model, inputs, labels, "cpu", False)
 
 
-def _pytorchvideo_step(*, crop: int, batch: dict[str, torch.Tensor], labels: torch.Tensor,
-                       num_classes: int) -> Callable[[], None]:
-    """pytorchvideo's ``create_audio_visual_slowfast`` (R50, its defaults: 8x8 with alpha 4, the
-    authors' fusion) training step on `batch`'s slow, fast and audio tensors.
-
-    Its head pools with fixed kernels, set here for the crop: (8, crop/32, crop/32) Slow,
-    (32, crop/32, crop/32) Fast, (T_a/8, 1, F/8) audio; it takes audio as [N, 1, T, 1, F].
-    Its forward writes into the list it is given (a fresh list per step) and its A->FS fusion
-    prints a tensor size on every call (silenced)."""
+def _import_pytorchvideo():
+    """pytorchvideo's ``create_audio_visual_slowfast``, or a UserError saying how to install it."""
     try:
         with warnings.catch_warnings():  # its fvcore import warns that torch.jit.script is deprecated
             warnings.simplefilter("ignore", FutureWarning)
@@ -297,6 +290,19 @@ def _pytorchvideo_step(*, crop: int, batch: dict[str, torch.Tensor], labels: tor
     if getattr(pytorchvideo, "__version__", PYTORCHVIDEO_VERSION) != PYTORCHVIDEO_VERSION:
         raise UserError(f"pytorchvideo {pytorchvideo.__version__} is installed; the comparison is defined against "
                         f"{PYTORCHVIDEO_VERSION}: pip install pytorchvideo=={PYTORCHVIDEO_VERSION} --no-deps")
+    return create_audio_visual_slowfast
+
+
+def _pytorchvideo_step(*, crop: int, batch: dict[str, torch.Tensor], labels: torch.Tensor,
+                       num_classes: int) -> Callable[[], None]:
+    """pytorchvideo's ``create_audio_visual_slowfast`` (R50, its defaults: 8x8 with alpha 4, the
+    authors' fusion) training step on `batch`'s slow, fast and audio tensors.
+
+    Its head pools with fixed kernels, set here for the crop: (8, crop/32, crop/32) Slow,
+    (32, crop/32, crop/32) Fast, (T_a/8, 1, F/8) audio; it takes audio as [N, 1, T, 1, F].
+    Its forward writes into the list it is given (a fresh list per step) and its A->FS fusion
+    prints a tensor size on every call (silenced)."""
+    create_audio_visual_slowfast = _import_pytorchvideo()
     slow, fast, audio = batch["slow"], batch["fast"], batch["audio"]
     side = crop // 32
     ta, fa = audio.shape[2] // 8, audio.shape[3] // 8
@@ -314,22 +320,100 @@ def _pytorchvideo_step(*, crop: int, batch: dict[str, torch.Tensor], labels: tor
     return step
 
 
-def _alternate(steps: dict[str, tuple[Callable[[], None], int]], rounds: int) -> dict[str, dict]:
-    """Each step once to warm up, then `rounds` rounds of one timed call of each, in order.
-    Returns name -> {"wall_s": [per round], "cpu_s": [per round], "clips": clips per step}."""
-    for step, _ in steps.values():
+# --- contenders, one process each ---------------------------------------------------------------
+# Each contender runs in its own spawned process, so no contender's heap, allocator settings or
+# freed buffers change another's timing (two models alternating in one process slowed our R50 step
+# by about 0.4 s through the shared heap). Only one process computes at a time: the parent asks
+# each in turn for one timed step, round by round, so a change of load hits every contender alike.
+
+def _contender_step(spec: dict) -> Callable[[], None]:
+    """(the step closure a contender process times, its input shapes): ``spec["kind"]`` "ours"
+    (`preset`, `batch`, `crop`, `avs`) or "pytorchvideo" (on our R50 preset's input: same seeds,
+    same tensors)."""
+    if spec["kind"] == "ours":
+        model, inputs, labels, _ = _setup(spec["preset"], batch=spec["batch"], crop=spec["crop"], device="cpu")
+        shapes = {k: list(v.shape) for k, v in inputs.items()}
+        if not spec["avs"]:
+            inputs = {k: v for k, v in inputs.items() if k != "audio_neg"}
+        return _train_step(model, inputs, labels), shapes
+    model, inputs, labels, crop = _setup(R50_PRESET, batch=spec["batch"], crop=spec["crop"], device="cpu")
+    num_classes = model.cfg.num_classes
+    del model
+    return _pytorchvideo_step(crop=crop, batch=inputs, labels=labels, num_classes=num_classes), {}
+
+
+def _contender_main(conn, spec: dict, threads: int) -> None:
+    """A contender process: build the step, warm it up, then answer each "step" message with
+    (wall s, CPU s) of one step until "stop". Our contenders keep freed memory as training
+    does (:func:`~avsf.engine.runtime.keep_freed_memory`); pytorchvideo runs as its users run
+    it unless ``spec["keep_heap"]``."""
+    try:
+        if spec.get("keep_heap", spec["kind"] == "ours"):
+            keep_freed_memory()
+        torch.set_num_threads(threads)
+        step, shapes = _contender_step(spec)
         step()
-    out = {name: {"wall_s": [], "cpu_s": [], "clips": clips} for name, (_, clips) in steps.items()}
-    for _ in range(rounds):
-        for name, (step, _) in steps.items():
+        conn.send(("ready", shapes))
+        while conn.recv() == "step":
+            started = time.monotonic()  # CLOCK_MONOTONIC: comparable between processes
             t0, c0 = time.perf_counter(), time.process_time()
             step()
-            out[name]["wall_s"].append(time.perf_counter() - t0)
-            out[name]["cpu_s"].append(time.process_time() - c0)
+            conn.send(("timed", (time.perf_counter() - t0, time.process_time() - c0, started)))
+    except BaseException as e:  # reported to the parent, which names the contender
+        conn.send(("user_error" if isinstance(e, USER_ERRORS) else "error", f"{type(e).__name__}: {e}"))
+    finally:
+        conn.close()
+
+
+def _alternate(specs: dict[str, dict], rounds: int, threads: int) -> dict[str, dict]:
+    """One process per contender (see above); after each has warmed up, `rounds` rounds of one
+    timed step of each, in order. Returns name -> {"wall_s": [per round], "cpu_s": [...],
+    "started": [monotonic clock at each step's start], "clips": clips per step, "input_shapes",
+    "step_s_median", "clips_per_s"}."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    procs, shapes = {}, {}
+    try:
+        for name, spec in specs.items():  # started one after another: building an R50 takes both cores
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_contender_main, args=(child, spec, threads), daemon=True)
+            proc.start()
+            child.close()
+            procs[name] = (proc, parent)
+            shapes[name] = _expect(name, parent, "ready")
+        out = {name: {"wall_s": [], "cpu_s": [], "started": [], "clips": spec["batch"], "input_shapes": shapes[name]}
+               for name, spec in specs.items()}
+        for _ in range(rounds):
+            for name, (_, conn) in procs.items():
+                conn.send("step")
+                for key, value in zip(("wall_s", "cpu_s", "started"), _expect(name, conn, "timed")):
+                    out[name][key].append(value)
+    finally:
+        for proc, conn in procs.values():
+            with contextlib.suppress(OSError, BrokenPipeError):
+                conn.send("stop")
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
     for r in out.values():
         r["step_s_median"] = statistics.median(r["wall_s"])
         r["clips_per_s"] = r["clips"] / r["step_s_median"]
     return out
+
+
+def _expect(name: str, conn, what: str):
+    try:
+        kind, value = conn.recv()
+    except EOFError:
+        raise RuntimeError(f"speed comparison: the {name} process died without a word (killed? out of memory?)") from None
+    if kind == "user_error":
+        raise UserError(f"speed comparison, {name}: {value.split(': ', 1)[1]}")
+    if kind == "error":
+        raise RuntimeError(f"speed comparison: the {name} process failed: {value}")
+    if kind != what:
+        raise RuntimeError(f"speed comparison: the {name} process answered {kind!r}, expected {what!r}")
+    return value
 
 
 def _paired_ratio(a: dict, b: dict) -> float:
@@ -340,29 +424,30 @@ def _paired_ratio(a: dict, b: dict) -> float:
 def compare_speed(*, threads: int = 2, tiny_batch: int = 32, r50_batch: int = 2, r50_crop: int = 128,
                   rounds: int = 9, r50_rounds: int = 5, pytorchvideo: bool = True) -> dict:
     """The speed targets, measured on the CPU (see the module docstring): returns the timings
-    per contender and the ratios with their targets."""
+    per contender and the ratios with their targets. Besides the contenders the targets name,
+    pytorchvideo also runs with our allocator setting (``pytorchvideo_kept_heap``), so the
+    report shows how much of the difference that setting alone makes."""
     if min(tiny_batch, r50_batch, rounds, r50_rounds) < 1:
         raise UserError("--batch, --r50-batch, --rounds and --r50-rounds must be at least 1")
+    if threads < 1:
+        raise UserError(f"--threads {threads}: give at least 1")
     if r50_crop < 32 or r50_crop % 32:
         raise UserError(f"--r50-crop {r50_crop}: give a multiple of 32 (pytorchvideo's head pools a fixed window)")
-    result: dict = {"threads": threads, "rounds": rounds, "r50_rounds": r50_rounds, "load_average": [os.getloadavg()[0]]}
-    with _threads(threads):
-        steps = {}
-        for preset in ("slowfast_tiny", "avslowfast_tiny"):
-            model, inputs, labels, crop = _setup(preset, batch=tiny_batch, crop=None, device="cpu")
-            steps[preset] = (_train_step(model, inputs, labels), tiny_batch)
-        result["tiny_input_shapes"] = {k: list(v.shape) for k, v in inputs.items()}
-        tiny = _alternate(steps, rounds)
-        del steps
-        model, inputs, labels, _ = _setup(R50_PRESET, batch=r50_batch, crop=r50_crop, device="cpu")
-        without_avs = {k: v for k, v in inputs.items() if k != "audio_neg"}
-        steps = {"ours_avs": (_train_step(model, inputs, labels), r50_batch),
-                 "ours_no_avs": (_train_step(model, without_avs, labels), r50_batch)}
-        if pytorchvideo:
-            steps["pytorchvideo"] = (_pytorchvideo_step(crop=r50_crop, batch=inputs, labels=labels,
-                                                        num_classes=model.cfg.num_classes), r50_batch)
-        result["r50_input_shapes"] = {k: list(v.shape) for k, v in inputs.items()}
-        r50 = _alternate(steps, r50_rounds)
+    if pytorchvideo:
+        _import_pytorchvideo()  # the children import it too; a missing extra is said here, once
+    result: dict = {"threads": threads, "rounds": rounds, "r50_rounds": r50_rounds, "load_average": [os.getloadavg()[0]],
+                    "processes": "one per contender"}
+    tiny_spec = dict(kind="ours", batch=tiny_batch, crop=None, avs=True)
+    tiny = _alternate({p: dict(tiny_spec, preset=p) for p in ("slowfast_tiny", "avslowfast_tiny")}, rounds, threads)
+    r50_spec = dict(batch=r50_batch, crop=r50_crop)
+    specs = {"ours_avs": dict(r50_spec, kind="ours", preset=R50_PRESET, avs=True),
+             "ours_no_avs": dict(r50_spec, kind="ours", preset=R50_PRESET, avs=False)}
+    if pytorchvideo:
+        specs["pytorchvideo"] = dict(r50_spec, kind="pytorchvideo", keep_heap=False)
+        specs["pytorchvideo_kept_heap"] = dict(r50_spec, kind="pytorchvideo", keep_heap=True)
+    r50 = _alternate(specs, r50_rounds, threads)
+    result["tiny_input_shapes"] = tiny["avslowfast_tiny"]["input_shapes"]
+    result["r50_input_shapes"] = r50["ours_avs"]["input_shapes"]
     result["load_average"].append(os.getloadavg()[0])
     result["tiny"], result["r50"] = tiny, r50
     checks = [("AVSlowFast tiny step / SlowFast tiny step", _paired_ratio(tiny["avslowfast_tiny"], tiny["slowfast_tiny"]),
@@ -372,6 +457,9 @@ def compare_speed(*, threads: int = 2, tiny_batch: int = 32, r50_batch: int = 2,
                     ">=", TARGET_R50_AVS_SPEEDUP),
                    ("R50 without AVS: speed / pytorchvideo's", _paired_ratio(r50["pytorchvideo"], r50["ours_no_avs"]),
                     ">=", TARGET_R50_NO_AVS_SPEEDUP)]
+        result["same_allocator"] = {
+            "with_avs": _paired_ratio(r50["pytorchvideo_kept_heap"], r50["ours_avs"]),
+            "without_avs": _paired_ratio(r50["pytorchvideo_kept_heap"], r50["ours_no_avs"])}
     result["checks"] = [{"what": what, "value": value, "target": f"{op} {target}",
                          "met": value <= target if op == "<=" else value >= target}
                         for what, value, op, target in checks]
@@ -391,10 +479,15 @@ def format_comparison(result: dict) -> str:
     shapes = result["r50_input_shapes"]
     lines.append(f"  R50 8x8 ({R50_PRESET}), crop {shapes['slow'][-1]}, batch {shapes['slow'][0]}, training step:")
     lines += rows(result["r50"], {"ours_avs": "ours, with AVS (the real step)", "ours_no_avs": "ours, without AVS",
-                                  "pytorchvideo": f"pytorchvideo {PYTORCHVIDEO_VERSION} create_audio_visual_slowfast"})
-    lines.append("  targets (per-round paired ratios, median):")
+                                  "pytorchvideo": f"pytorchvideo {PYTORCHVIDEO_VERSION} create_audio_visual_slowfast",
+                                  "pytorchvideo_kept_heap": "  the same with our allocator setting"})
+    lines.append("  targets (per-round paired ratios, median; each contender in its own process):")
     lines += [f"    {c['what']:<50} {c['value']:6.2f}x  target {c['target']}: {'met' if c['met'] else 'NOT met'}"
               for c in result["checks"]]
+    if "same_allocator" in result:
+        same = result["same_allocator"]
+        lines.append(f"  against pytorchvideo with our allocator setting too: with AVS {same['with_avs']:.2f}x, "
+                     f"without {same['without_avs']:.2f}x (keep_freed_memory; not the targets' contender)")
     if load[0] > 0.5 * result["threads"] or load[1] > 0.5 * result["threads"]:
         lines.append("  note: the machine was busy (load average above half the threads); rerun idle for the record")
     return "\n".join(lines)
