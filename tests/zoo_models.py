@@ -109,10 +109,11 @@ def randomise(model: nn.Module, inputs: list[torch.Tensor], *, seed: int, head: 
     head.weight.copy_(torch.randn(head.weight.shape, generator=g))
     head.bias.copy_(torch.randn(head.bias.shape, generator=g))
     model.eval()
-    scores = model([x.clone() for x in inputs])
-    logits = scores.clamp_min(1e-30).log() if softmax_in_eval else scores
-    spread = float(logits.std(dim=1).mean())
-    head.weight.mul_(3.0 / max(spread, 1e-6))  # class scores with a standard deviation of about 3
+    for _ in range(3):  # saturated probabilities underflow and understate the spread: repeat
+        scores = model([x.clone() for x in inputs])
+        logits = scores.clamp_min(1e-30).log() if softmax_in_eval else scores
+        spread = float(logits.std(dim=1).mean())
+        head.weight.mul_(3.0 / max(spread, 1e-6))  # class scores with a standard deviation of about 3
 
 
 def to_caffe2_blobs(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
