@@ -16,6 +16,7 @@ COMMANDS = {
     "synth": "synth",
     "inspect": "inspect_file",
     "check-data": "check_data",
+    "convert": "convert",
     "train": "train",
     "test": "test",
     "sweep": "sweep",
