@@ -275,3 +275,41 @@ def test_strided_pointwise_conv_equals_a_plain_strided_conv_and_keeps_the_layout
     torch.testing.assert_close(conv.weight.grad, ref_w.grad, rtol=1e-4, atol=1e-4)
     assert is_channels_last(y) and is_channels_last(x.grad)
     assert [n for n, _ in conv.named_parameters()] == ["weight"]  # checkpoints of nn.Conv shortcuts load
+
+
+@pytest.mark.parametrize("variant", ["concat", "sum"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_fused_time_freq_branches_equal_the_two_branches(variant, stride):
+    """The CPU path that runs a time-frequency block's 3x1 and 1x3 branches as one 3x3 conv and
+    one BN (narrow branches, avsf.models.blocks.TimeFreqBlock._fuse_branches): output, input
+    gradient, every parameter's gradient and both BNs' running statistics (momentum and the
+    cumulative average precise BN uses) equal the two-branch path's, in training and eval."""
+    import copy
+
+    torch.manual_seed(0)
+    fused = TimeFreqBlock(dim_in=12, dim_inner=8, dim_out=32, stride=stride, variant=variant, zero_init_final_bn=False)
+    for bn in (fused.time[1], fused.freq[1]):  # distinct BN parameters and statistics per branch
+        bn.weight.data.uniform_(0.5, 1.5), bn.bias.data.normal_(), bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2)
+    plain = copy.deepcopy(fused)
+    plain._fuse_branches = lambda y: False
+    x0 = channels_last(torch.randn(4, 12, 17, 10))
+    for momentum in (0.1, None):
+        for m in (fused, plain):
+            m.time[1].momentum = m.freq[1].momentum = momentum
+        for training in (True, False):
+            outs = []
+            for m in (fused, plain):
+                m.train(training).zero_grad()
+                x = x0.clone().requires_grad_()
+                y = m(x)
+                y.backward(torch.ones_like(y))
+                outs.append((y, x.grad, {n: p.grad for n, p in m.named_parameters()}, copy.deepcopy(m.state_dict())))
+            assert fused._fuse_branches(x0) and not plain._fuse_branches(x0)
+            (y1, g1, p1, s1), (y2, g2, p2, s2) = outs
+            torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-4)
+            for name in p1:
+                torch.testing.assert_close(p1[name], p2[name], rtol=1e-4, atol=1e-4, msg=name)
+            for name in s1:
+                torch.testing.assert_close(s1[name], s2[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert int(fused.time[1].num_batches_tracked) == 2
