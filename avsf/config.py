@@ -185,6 +185,7 @@ class RunConfig:
     keep_checkpoints: int = 3
     eval_every: int = 1  # epochs between validation passes
     log_every: int = 10  # steps
+    tensorboard: bool = True  # TensorBoard event files in the run directory (rank 0; avsf.engine.events)
 
     # --- serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

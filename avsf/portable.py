@@ -98,17 +98,21 @@ def portable_run_ref(path: str) -> str:
     return parts[-1]
 
 
-# fields that decide whether a run stops, never what a finished run computed: left out of the
-# config hash (RunConfig.config_hash), so adding one renamed no run directory
-OPERATIONAL_FIELDS = {"data": ("max_failed_fraction",)}
+# dotted config fields that never change what a finished run computed (whether a run stops on
+# failing reads; whether it writes TensorBoard events): left out of the config hash
+# (RunConfig.config_hash), so adding one renamed no run directory
+OPERATIONAL_FIELDS = frozenset({"data.max_failed_fraction", "tensorboard"})
 
 
 def without_operational(cfg: dict[str, Any]) -> dict[str, Any]:
     """A config dict without :data:`OPERATIONAL_FIELDS`."""
     out = copy.deepcopy(cfg)
-    for section, keys in OPERATIONAL_FIELDS.items():
-        for key in keys:
-            out.get(section, {}).pop(key, None)
+    for path in OPERATIONAL_FIELDS:
+        *sections, key = path.split(".")
+        node = out
+        for section in sections:
+            node = node.get(section, {})
+        node.pop(key, None)
     return out
 
 

@@ -85,6 +85,9 @@ def test_two_gloo_processes_equal_one_process_on_the_same_global_batch(tmp_path)
         p.join(timeout=60)
     assert all(err is None for _, _, err in results), results
     assert results[0][1] == results[1][1]  # both ranks return the same gathered test metrics
+    from avsf.engine.events import event_files
+
+    assert len(event_files(tmp_path / "ddp")) == 1  # TensorBoard events from rank 0 only
 
     single = ctx.Process(target=_worker, args=(0, 1, _free_port(), str(tmp_path / "one"), 8, queue))
     single.start()

@@ -38,6 +38,7 @@ from avsf.engine import runtime
 from avsf.engine.checkpoint import (capture_rng_state, list_checkpoints, load_checkpoint, load_latest,
                                    restore_rng_state, save_checkpoint)
 from avsf.engine.evaluate import write_final
+from avsf.engine.events import EventLog, IntervalMeter, event_files
 from avsf.engine.io import atomic_write_json, write_jsonl
 from avsf.engine.optim import build_optimizer, set_lr
 from avsf.engine.precise_bn import update_bn_stats
@@ -151,6 +152,8 @@ def _wipe_run_dir(run_dir: Path) -> None:
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     for name in ("metrics.jsonl", "final.json", "config.json", "log.txt"):
         (run_dir / name).unlink(missing_ok=True)
+    for path in event_files(run_dir):
+        path.unlink()
 
 
 def _check_run_dir(run_dir: Path, cfg: RunConfig) -> None:
@@ -218,6 +221,8 @@ class Trainer:
         self.total_steps = cfg.solver.epochs * self.steps_per_epoch
         self.epoch = self.step = self.batch_in_epoch = 0
         self.meter = EpochMeter()
+        self.interval = IntervalMeter()  # since the last TensorBoard write
+        self.events = EventLog(run_dir, enabled=False)  # opened by fit(), once the resumed step is known
         self.history: list[dict[str, Any]] = []
         self.wall_time_s = 0.0  # summed over all sessions of this run
         self.precise_bn_done = False
@@ -290,8 +295,9 @@ class Trainer:
         # dropout and anything else drawing from torch's RNG: a function of (seed, step, rank)
         torch.manual_seed(runtime.derive_seed(cfg.seed, "step", self.step, self.info.rank))
         batch = self.task.prepare_batch(batch, device=self.device, step=self.step, rank=self.info.rank)
+        dropped = self._drop_audio()
         with runtime.autocast(self.device, bf16=cfg.bf16):
-            outputs = self.model(batch, drop_audio=self._drop_audio())
+            outputs = self.model(batch, drop_audio=dropped)
         task = self.task.loss(outputs, batch)
         loss = task.loss
         avs = outputs.get("avs_loss")  # any task's AVSlowFast with AVS on
@@ -306,8 +312,9 @@ class Trainer:
         stages.update(task.logs)  # step means in the epoch line, as train_<name>
         clips = _batch_clips(batch)
         loss_value = float(loss.detach())
-        self.meter.add(clips=clips, loss=loss_value, task=float(task.loss.detach()),
-                       avs=None if avs is None else float(avs.detach()), stages=stages, hits=task.hits)
+        task_value, avs_value = float(task.loss.detach()), None if avs is None else float(avs.detach())
+        self.meter.add(clips=clips, loss=loss_value, task=task_value, avs=avs_value, stages=stages, hits=task.hits)
+        self.interval.add(clips=clips, loss=loss_value, task=task_value, avs=avs_value, stages=stages, dropped=dropped)
         return lr, {"loss": loss_value, "clips": clips}
 
     # --- the loop -----------------------------------------------------------------------
@@ -331,6 +338,9 @@ class Trainer:
         record["peak_mem_mb"] = round(runtime.peak_memory_mb(self.device), 1)
         self.history.append(record)
         self.meter = EpochMeter()
+        self.events.scalars({k: v for k, v in record.items() if k not in ("kind", "epoch", "step")},
+                            step=self.step, prefix="epoch/")
+        self.events.flush()
         self._save()
         if self.info.is_main:
             write_jsonl(self.run_dir / "metrics.jsonl", self.history)
@@ -349,6 +359,10 @@ class Trainer:
         cfg = self.cfg
         progress = runtime.Progress(total=self.total_steps, initial=self.step, log_every=cfg.log_every,
                                     enabled=self.info.is_main, desc=cfg.name)
+        # a resumed run purges the events after its checkpoint's step, as metrics.jsonl drops its lines
+        self.events = EventLog(self.run_dir, enabled=cfg.tensorboard and self.info.is_main,
+                               purge_step=self.step + 1 if self.step else None)
+        self.interval = IntervalMeter()
         lr = self.schedule(self.step)
         try:
             while self.epoch < cfg.solver.epochs:
@@ -375,6 +389,9 @@ class Trainer:
                         self.step += 1
                         self.batch_in_epoch += 1
                         progress.update(step=self.step, epoch=self.epoch, loss=out["loss"], lr=lr, clips=out["clips"])
+                        if cfg.log_every > 0 and self.step % cfg.log_every == 0:
+                            self.events.scalars(self.interval.scalars(lr=lr), step=self.step)
+                            self.interval = IntervalMeter()
                         last_of_epoch = self.batch_in_epoch >= self.steps_per_epoch
                         if self._stop_requested():
                             self._save()
@@ -449,6 +466,9 @@ class Trainer:
                          "step": self.step, **line}
             write_jsonl(self.run_dir / "metrics.jsonl", self.history + [test_line])
             log.info("%s: %s", split, ", ".join(f"{k} {v:.4g}" for k, v in line.items()))
+            self.events.scalars({k.removeprefix(f"{split}_"): v for k, v in line.items()}, step=self.step,
+                                prefix=f"{split}/")
+        self.events.close()
         return ddp.broadcast_object(final)
 
 
@@ -490,8 +510,11 @@ def _train_in_group(cfg: RunConfig, run_dir: Path, *, info: ddp.DistInfo, device
             log.info("training %s: %d epochs x %d steps, %d process(es), lr %.4g peak, %s (%d threads)",
                      trainer.cfg.name, trainer.cfg.solver.epochs, trainer.steps_per_epoch, info.world_size,
                      trainer.schedule.peak, device, threads)
-            if not trainer.fit():
-                return {"status": "stopped", "step": trainer.step, "epoch": trainer.epoch}
-            return trainer.test()
+            try:
+                if not trainer.fit():
+                    return {"status": "stopped", "step": trainer.step, "epoch": trainer.epoch}
+                return trainer.test()
+            finally:
+                trainer.events.close()
         finally:
             torch.use_deterministic_algorithms(prev_det)
