@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 HELP = ("benchmarks: `avsf bench model --preset NAME`, `avsf bench model --compare` (the speed targets), "
-        "`avsf bench data --root DIR`, `avsf bench recipe --out DIR`")
+        "`avsf bench data --root DIR`, `avsf bench recipe --out DIR`, `avsf bench gpu` (one GPU node)")
 
 
 def add_arguments(p) -> None:
@@ -37,6 +37,17 @@ def add_arguments(p) -> None:
     d.add_argument("--workers", type=int, default=2, help="N for the multi-worker measurement")
     d.add_argument("--clips", type=int, default=64, help="clips per measurement")
     d.add_argument("--json", action="store_true", help="print one JSON object")
+    g = sub.add_parser("gpu", help="the GPU path on one GPU node in one JSON (bf16 step and MFU, torch.compile, "
+                                   "DDP with NCCL, the loader vs the GPU's appetite, 200 small-scale steps)")
+    g.add_argument("--peak-tflops", type=float, default=None,
+                   help="the card's dense bf16 peak, TFLOP/s (default: looked up from the device name)")
+    g.add_argument("--synthetic-root", default=None,
+                   help="where the small built-in data is or goes (default: a temporary folder)")
+    g.add_argument("--work-dir", default=None, help="parent of the temporary run folder (default: the system's)")
+    g.add_argument("--out", default=None, help="also write the JSON to this file")
+    g.add_argument("--dry-run-cpu", action="store_true",
+                   help="run the checks' code on the CPU with the tiny presets and a few steps (no GPU needed; "
+                        "for testing the command itself)")
     r = sub.add_parser("recipe", help="train the tiny presets as they are and check the smoke recipe's criteria "
                                       "(fit, AV beats each modality, Fig. 3's premise, data wait)")
     r.add_argument("--out", required=True, help="folder for the runs (finished runs are reused)")
@@ -66,6 +77,16 @@ def run(args) -> int:
             raise UserError("avsf bench model needs --preset NAME (avsf presets lists them), or --compare")
         result = bench_model(preset=args.preset, batch=args.batch or 8, crop=args.crop, iters=args.iters,
                              device=args.device, bf16=args.bf16, profile=args.profile, threads=args.threads)
+    elif args.what == "gpu":
+        from avsf.engine.gpu_check import gpu_check
+        from avsf.engine.io import atomic_write_json
+
+        result = gpu_check(device="cpu" if args.dry_run_cpu else "cuda", peak_tflops=args.peak_tflops,
+                           work_dir=args.work_dir, synthetic_root=args.synthetic_root)
+        if args.out:
+            atomic_write_json(args.out, result)
+        print(json.dumps(result, indent=2))
+        return 0 if result["all_ok"] else 1
     elif args.what == "recipe":
         from avsf.engine.recipe_check import bench_recipe, format_report
 
