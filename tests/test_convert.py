@@ -11,6 +11,7 @@ non-local blocks of another normalisation, and pickles that would run code.
 from __future__ import annotations
 
 import dataclasses
+import json
 import io
 import os
 import pickle
@@ -381,3 +382,38 @@ def test_the_command_prints_where_each_group_came_from(tmp_path, capsys):
     assert err.startswith("avsf convert: error: SLOWFAST_4x16_R50.pyth (pyslowfast) does not match preset "
                           "'slowfast_r50_8x8'")
     assert not (tmp_path / "no.pt").exists()
+
+
+# --- avsf test of a converted file ---------------------------------------------------------------
+def test_avsf_test_scores_a_converted_file_with_a_presets_data(tmp_path, smoke_root, capsys):
+    """`avsf test --checkpoint FILE --preset NAME --out DIR`: a converted PySlowFast R50 4x16 with
+    the built-in data's 20 classes is tested on that data (R50 at 64 pixels, 10 videos); a file
+    whose head has another class count, or weights of another preset, is refused."""
+    torch.manual_seed(0)
+    model, cfg = zoo_models.pyslowfast_model(depth=50, slow_frames=4, alpha=8, fusion_kernel=5, crop=64,
+                                             num_classes=20, nonlocal_res4=(), instantiation="softmax")
+    src = save_pyth(tmp_path / "zoo20.pyth", model.state_dict(), cfg=cfg)
+    out = write_checkpoint(convert(src, fmt="pyslowfast", preset="slowfast_r50_4x16"), tmp_path / "zoo20.pt")
+    data = [f"data.synthetic_root={smoke_root.parent}", "data.limit_videos=10", "data.test_short_side=64",
+            "data.test_crop=64", "data.num_temporal_views=1", "data.num_spatial_views=1", "data.num_workers=0",
+            "device=cpu"]
+    args = ["test", "--checkpoint", str(out), "--preset", "slowfast_r50_4x16", "--json"]
+    for o in data:
+        args += ["--set", o]
+    assert main(args + ["--out", str(tmp_path / "tested")]) == 0
+    final = json.loads(capsys.readouterr().out)
+    assert final["split"] == "test" and 0 <= final["top1"] <= 100 and final["checkpoint"] == "ckpt-000000000.pt"
+    saved = json.loads((tmp_path / "tested" / "config.json").read_text())
+    assert saved["model"]["num_classes"] == 20 and saved["name"] == "slowfast_r50_4x16"
+    # the 10-class zoo file of the other tests: its head does not fit the data's 20 classes
+    state, cfg10, _ = pyslowfast_source(R50_4X16)
+    ten = write_checkpoint(convert(save_pyth(tmp_path / "zoo10.pyth", state, cfg=cfg10), fmt="pyslowfast",
+                                   preset="slowfast_r50_4x16"), tmp_path / "zoo10.pt")
+    assert main(["test", "--checkpoint", str(ten), "--preset", "slowfast_r50_4x16", "--out", str(tmp_path / "t10"),
+                 *sum((["--set", o] for o in data), [])]) == 2
+    assert "10 classes and the test data 20" in capsys.readouterr().err
+    assert main(["test", "--checkpoint", str(out), "--preset", "slowfast_r50_8x8", "--out", str(tmp_path / "t8"),
+                 *sum((["--set", o] for o in data), [])]) == 2
+    assert "do not fit preset slowfast_r50_8x8" in capsys.readouterr().err
+    assert main(["test", "--checkpoint", str(out), "--out", str(tmp_path / "t")]) == 2
+    assert "needs --preset NAME and --out DIR" in capsys.readouterr().err

@@ -107,3 +107,47 @@ def evaluate(run_dir: str | Path) -> dict[str, Any]:
                                 step=int(state["step"]), test_wall_time_s=round(time.perf_counter() - t0, 3), **extra)
             log.info("%s: %s", split, ", ".join(f"{k} {v:.4g}" for k, v in task.headline(metrics, prefix=split).items()))
         return ddp.broadcast_object(final)
+
+
+def evaluate_file(path: str | Path, cfg: RunConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Test a model file that is no run's checkpoint (an ``avsf convert`` output, or any torch
+    file whose ``model`` entry is a state dict) with `cfg`'s data, views and model: `out_dir`
+    becomes a run directory (config.json with the file's class count, its weights as
+    checkpoints/ckpt-<step>.pt) and :func:`evaluate` writes its final.json.
+
+    UserError when the file is not such a torch file, its weights do not fit `cfg`'s model
+    (naming the keys), or its head's class count differs from the dataset's."""
+    from avsf.engine.checkpoint import capture_rng_state, save_checkpoint
+
+    path, out_dir = Path(path), Path(out_dir)
+    if not path.is_file():
+        raise UserError(f"--checkpoint {path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - not a torch file, or one holding more than weights
+        raise UserError(f"--checkpoint {path}: not a torch file of weights and plain data ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise UserError(f"--checkpoint {path}: holds no 'model' state dict (an avsf checkpoint or `avsf convert` output)")
+    cfg = RunConfig.from_dict(cfg.to_dict())
+    recorded = (state.get("model_config") or {}).get("num_classes")
+    if recorded:
+        cfg.model.num_classes = int(recorded)
+    split_set = runtime.build_dataset(cfg, task_for(cfg).final_split)
+    cfg = runtime.resolve_config(cfg, split_set)
+    if cfg.model.num_classes != int(split_set.num_classes):
+        raise UserError(f"--checkpoint {path}: its head has {cfg.model.num_classes} classes and the test data "
+                        f"{split_set.num_classes}: test it on the dataset it was trained for (--set data.root=...)")
+    own, weights = runtime.build_model(cfg).state_dict(), state["model"]
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    reshaped = [k for k in own if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or reshaped:
+        raise UserError(f"--checkpoint {path}: its weights do not fit preset {cfg.name}: {len(missing)} missing, "
+                        f"{len(unexpected)} unexpected, {len(reshaped)} of another shape "
+                        f"(e.g. {', '.join((missing + unexpected + reshaped)[:4])})")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "config.json", cfg.to_dict())
+    step = int(state.get("step", 0))
+    save_checkpoint({"model": state["model"], "optimizer": {}, "step": step, "epoch": 0, "batch_in_epoch": 0,
+                     "rng": capture_rng_state(), "source_file": path.name}, ckpt_dir=out_dir / "checkpoints", keep=1)
+    return evaluate(out_dir)
