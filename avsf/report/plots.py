@@ -275,7 +275,7 @@ def plot_run_curves(exp: Experiment | str, curves: pd.DataFrame, *, path: Path):
     if not metrics:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.4 * len(metrics) + 2.2, 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.9 * len(metrics) + 2.4, 3.6), squeeze=False)
     labels, colors = {r.key: r.label for r in exp.rows}, row_colors(curves)
     legend: dict[str, Any] = {}  # label -> handle, over the panels (a row may log one metric only)
     for ax, metric in zip(axes[0], metrics):
