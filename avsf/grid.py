@@ -27,11 +27,12 @@ never trained again (the launcher's cache), so an added row that is done costs n
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence, TextIO
+from typing import TYPE_CHECKING, Iterator, Sequence, TextIO
 
 from avsf import launch
 from avsf.config import RunConfig
@@ -233,6 +234,15 @@ class GridProgress:
         else:
             print(line, file=self.out, flush=True)
 
+    @contextlib.contextmanager
+    def above(self) -> Iterator[None]:
+        """Lines others print meanwhile (the launcher's) land above a text bar, not inside it."""
+        if self.kind == "bar" and self.bar is not None:
+            with self.bar.external_write_mode(file=self.out):
+                yield
+        else:
+            yield
+
     def finished(self) -> int:
         return self.counts.get("done", 0) + self.counts.get("failed", 0) + len(self.not_run)
 
@@ -377,9 +387,10 @@ def run_grid(grid: Grid, *, backend: str, sweep_dir: str | Path, cluster: str | 
             groups = _submission_groups(level, _states(sweep_dir, sources + [r.name for r in level]),
                                         not_run=not_run, retry_failed=retry_failed)
             for after, configs in groups.items():
-                launch.submit(configs, backend=backend, sweep_dir=sweep_dir, cluster=profile, max_parallel=max_parallel,
-                              retry_failed=retry_failed, job_fn=job_fn, after=after, max_attempts=max_attempts,
-                              allow_other_version=allow_other_version, out=out)
+                with progress.above():
+                    launch.submit(configs, backend=backend, sweep_dir=sweep_dir, cluster=profile,
+                                  max_parallel=max_parallel, retry_failed=retry_failed, job_fn=job_fn, after=after,
+                                  max_attempts=max_attempts, allow_other_version=allow_other_version, out=out)
             submitted += [r.name for r in level if r.name not in not_run]
             if backend != "slurm" and k + 1 < len(levels):  # the next level starts from this one's runs
                 progress.write(f"[{label}] {sum(len(lv) for lv in levels[k + 1:])} run(s) start from runs of this "
