@@ -178,9 +178,16 @@ def _metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric, "task loss" if metric == "loss_task" else metric)
 
 
-def row_colors(curves: pd.DataFrame) -> dict[str, str]:
-    """One colour per row of ``curves``, in order of appearance: the same in every panel."""
-    return {row: f"C{i % 10}" for i, row in enumerate(dict.fromkeys(curves["row"]))}
+def row_colors(curves: pd.DataFrame) -> dict[str, Any]:
+    """One colour per row of ``curves``, in order of appearance: the same in every panel
+    (matplotlib's ten, or tab20's twenty when there are more rows: Table 8 has 19)."""
+    rows = list(dict.fromkeys(curves["row"]))
+    if len(rows) <= 10:
+        return {row: f"C{i}" for i, row in enumerate(rows)}
+    import matplotlib  # noqa: PLC0415
+
+    palette = matplotlib.colormaps["tab20"].colors
+    return {row: palette[i % len(palette)] for i, row in enumerate(rows)}
 
 
 def draw_curves(ax, curves: pd.DataFrame, *, metric: str, labels: Mapping[str, str],
@@ -275,8 +282,9 @@ def plot_run_curves(exp: Experiment | str, curves: pd.DataFrame, *, path: Path):
     if not metrics:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.9 * len(metrics) + 2.4, 3.6), squeeze=False)
     labels, colors = {r.key: r.label for r in exp.rows}, row_colors(curves)
+    height = max(3.6, 1.2 + 0.25 * (len(colors) + 2))  # the legend at the right holds every row (Table 8: 18)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.9 * len(metrics) + 2.4, height), squeeze=False)
     legend: dict[str, Any] = {}  # label -> handle, over the panels (a row may log one metric only)
     for ax, metric in zip(axes[0], metrics):
         draw_curves(ax, curves, metric=metric, labels=labels, colors=colors)
@@ -284,7 +292,7 @@ def plot_run_curves(exp: Experiment | str, curves: pd.DataFrame, *, path: Path):
         for handle, name in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(name, handle)
     fig.legend(handles=list(legend.values()) + split_key(), fontsize=6, loc="upper left",
-               bbox_to_anchor=(0.80, 0.92))
+               bbox_to_anchor=(0.80, 0.95))
     fig.suptitle(wrap(f"{exp.artifact}: learning curves of the runs behind the table", TITLE_WIDTH), fontsize=9)
     epochs = int(curves["epoch"].max()) if len(curves) else 0
     caption = f"train dashed (open markers), val solid; {CURVE_CAPTION}; {epochs} epoch(s)."
