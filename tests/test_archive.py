@@ -307,6 +307,9 @@ def test_avsf_report_renders_from_results_alone_and_checks_paths(tmp_path, capsy
     assert "names no path" in capsys.readouterr().out
     for name, data in committed.items():
         assert (out / name).read_bytes() == data, name
+    # --html: a named table needs its executed notebook, and says where it looked
+    assert main(["report", exp, "--results", str(tmp_path / "results"), "--html"]) == 2
+    assert f"no executed notebook at {tmp_path / 'results' / '_executed' / exp}.ipynb" in capsys.readouterr().err
     (out / "notes.md").write_text(f"made in {tmp_path}/sweeps\n")
     assert main(["report", "--check-only", "--results", str(tmp_path / "results")]) == 2
     assert "notes.md:1" in capsys.readouterr().err
