@@ -154,3 +154,14 @@ def test_the_main_job_in_jupyterlab_in_a_real_browser(tmp_path, smoke_root):
     assert any("A4" in t and "A5" in t for t in page["tables"]), page["tables"]
     assert "4/4 runs finished in" in page["outputs"]
     assert (tmp_path / "notebook.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("ci, outcome", [("1", pytest.fail.Exception), (None, pytest.skip.Exception)])
+def test_a_missing_browser_fails_in_ci_and_is_skipped_elsewhere(monkeypatch, ci, outcome):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    if ci is None:
+        monkeypatch.delenv("AVSF_CI", raising=False)
+    else:
+        monkeypatch.setenv("AVSF_CI", ci)
+    with pytest.raises(outcome, match="no chromium, no chromedriver on this machine"):
+        _browser_or_skip()
