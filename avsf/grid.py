@@ -361,7 +361,8 @@ def run_grid(grid: Grid, *, backend: str, sweep_dir: str | Path, cluster: str | 
     TimeoutError after ``timeout_s`` (None: no limit) with runs still pending or running.
     Progress goes to ``out`` (default :func:`avsf.console.status_stream`: stderr, or stdout in a
     notebook), as :class:`GridProgress` draws it, each line starting with ``[label]``; the
-    launcher's summary lines go there too.
+    launcher's summary lines go there too. The debug backend, which trains inside the
+    launcher's call, gets one run per call so that the progress moves between runs.
     """
     launch.check_backend(backend)
     profile = cluster if isinstance(cluster, launch.ClusterProfile) else launch.load_cluster(cluster)
@@ -377,6 +378,24 @@ def run_grid(grid: Grid, *, backend: str, sweep_dir: str | Path, cluster: str | 
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         launch.wait(sweep_dir, runs=names, timeout_s=left, poll_s=poll_s, on_poll=progress)
 
+    def submit(configs: list[RunConfig], after: tuple[str, ...]) -> None:
+        options = dict(backend=backend, sweep_dir=sweep_dir, cluster=profile, max_parallel=max_parallel,
+                       retry_failed=retry_failed, job_fn=job_fn, after=after, max_attempts=max_attempts,
+                       allow_other_version=allow_other_version)
+        if backend != "debug":
+            with progress.above():
+                launch.submit(configs, **options, out=out)
+            return
+        # the debug backend trains inside submit, in this process: one run per call, with a poll
+        # before each, keeps the bar moving; one summary for them all
+        report = launch.SubmitReport()
+        names = submitted + [launch.run_name(c) for c in configs]
+        for cfg in configs:
+            progress(launch.status(sweep_dir, runs=names))
+            report.merge(launch.submit([cfg], **options, verbose=False))
+        with progress.above():
+            report.show(sweep_dir, out=out)
+
     if grid.runs:
         launch.check_sweep_dir(sweep_dir)  # before the data is prepared: a read-only share fails fast
         prepare_data(grid.configs)
@@ -387,10 +406,7 @@ def run_grid(grid: Grid, *, backend: str, sweep_dir: str | Path, cluster: str | 
             groups = _submission_groups(level, _states(sweep_dir, sources + [r.name for r in level]),
                                         not_run=not_run, retry_failed=retry_failed)
             for after, configs in groups.items():
-                with progress.above():
-                    launch.submit(configs, backend=backend, sweep_dir=sweep_dir, cluster=profile,
-                                  max_parallel=max_parallel, retry_failed=retry_failed, job_fn=job_fn, after=after,
-                                  max_attempts=max_attempts, allow_other_version=allow_other_version, out=out)
+                submit(configs, after)
             submitted += [r.name for r in level if r.name not in not_run]
             if backend != "slurm" and k + 1 < len(levels):  # the next level starts from this one's runs
                 progress.write(f"[{label}] {sum(len(lv) for lv in levels[k + 1:])} run(s) start from runs of this "

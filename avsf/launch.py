@@ -53,7 +53,7 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TextIO
 
@@ -748,6 +748,27 @@ class SubmitReport:
         return (f"submitted {len(self.submitted)}, already done {len(self.done)}, "
                 f"pending/running {len(self.active)}, failed (not retried) {len(self.failed)}")
 
+    def merge(self, other: "SubmitReport") -> None:
+        """Add ``other``'s runs (another :func:`submit` call of the same sweep) to this report."""
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, dict):
+                mine.update(theirs)
+            else:
+                mine.extend(theirs)
+
+    def show(self, sweep_dir: str | os.PathLike, *, out: TextIO | None = None) -> None:
+        """The summary line, reused runs of other versions and the errors of failed runs not
+        retried, on ``out`` (default :func:`avsf.console.status_stream`)."""
+        out = status_stream() if out is None else out
+        print(f"avsf.launch: {self.summary()} ({sweep_dir})", file=out, flush=True)
+        for run_dir, version in self.other_version.items():
+            print(f"avsf.launch: reused {Path(run_dir).name}, finished by avsf {version} (this is {code_version()})",
+                  file=out, flush=True)
+        for run_dir, error in self.failed.items():
+            print(f"--- failed: {Path(run_dir).name} (submit again with retry_failed=True / --retry-failed)\n"
+                  f"{error}", file=out, flush=True)
+
 
 def _user() -> str:
     try:
@@ -965,14 +986,7 @@ def submit(configs: Sequence[RunConfig], *, backend: str, sweep_dir: str | os.Pa
         for lock in locks:
             lock.release()
     if verbose:
-        out = status_stream() if out is None else out
-        print(f"avsf.launch: {report.summary()} ({sweep_dir})", file=out, flush=True)
-        for run_dir, version in report.other_version.items():
-            print(f"avsf.launch: reused {Path(run_dir).name}, finished by avsf {version} (this is {code_version()})",
-                  file=out, flush=True)
-        for run_dir, error in report.failed.items():
-            print(f"--- failed: {Path(run_dir).name} (submit again with retry_failed=True / --retry-failed)\n"
-                  f"{error}", file=out, flush=True)
+        report.show(sweep_dir, out=out)
     return report
 
 
