@@ -220,6 +220,7 @@ class GridProgress:
             raise ValueError(f"progress kind {self.kind!r}: choose one of {', '.join(PROGRESS_KINDS)}")
         self.start = time.monotonic()
         self.initial: int | None = None  # finished at the first poll
+        self.first_poll = self.start  # the ETA's clock starts there (after data preparation)
         self.counts: dict[str, int] = {}
         self.seen_failed: set[str] = set()
         self.bar = None  # tqdm, made at the first poll
@@ -254,7 +255,7 @@ class GridProgress:
         if self.not_run:
             parts.append(f"not run {len(self.not_run)}")
         left = eta_s(total=self.total, finished=self.finished(), initial=self.initial or 0,
-                     elapsed_s=time.monotonic() - self.start)
+                     elapsed_s=time.monotonic() - self.first_poll)
         return ", ".join(parts) + ("" if self.finished() >= self.total else f", ETA {_clock(left)}")
 
     def __call__(self, frame: "pd.DataFrame") -> None:
@@ -265,7 +266,7 @@ class GridProgress:
                     self.seen_failed.add(run)
                     self.write(f"[{self.label}] failed: {run}: {reason}")
         if self.initial is None:
-            self.initial = self.finished()
+            self.initial, self.first_poll = self.finished(), time.monotonic()
         if self.kind == "lines":
             line = f"[{self.label}] {self.finished()}/{self.total} runs finished, {self.postfix()}"
             if line != self.last:
@@ -304,8 +305,7 @@ class GridProgress:
         mode, whose last line says it all)."""
         if self.initial is None or self.kind == "lines":
             return
-        if self.bar is not None:
-            self.bar.leave = False
+        if self.bar is not None:  # leave=False: a text bar clears its line for the summary
             self.bar.close()
         if self.handle is not None:  # the widget's place shows the summary, live and in the saved notebook
             self.handle.update({"text/plain": self.summary()}, raw=True)
