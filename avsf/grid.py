@@ -15,8 +15,9 @@ once, with the overrides entering every config before it is hashed and before a 
    source fails is cancelled by Slurm. On the local and debug backends the levels go in order:
    the runner waits for one level before it submits the next. A run whose source failed is not
    submitted ("not run");
-3. waits, when asked, through :func:`avsf.launch.wait`, printing a progress line whenever the
-   counts change;
+3. waits, when asked, through :func:`avsf.launch.wait`, showing progress (:class:`GridProgress`:
+   a bar with done / running / failed and an ETA, tqdm's widget in a notebook, one line per
+   change in a log) and naming each failed run with its reason as soon as it is seen;
 4. returns a :class:`GridOutcome`: each run's state and, for each failed one, its reason in one line.
 
 ``rows`` (``avsf sweep NAME --rows A,B``) picks cells: :func:`select_rows` adds the rows they
@@ -26,14 +27,16 @@ never trained again (the launcher's cache), so an added row that is done costs n
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence, TextIO
+from typing import TYPE_CHECKING, Iterator, Sequence, TextIO
 
 from avsf import launch
 from avsf.config import RunConfig
+from avsf.console import in_notebook, is_terminal, status_stream, widgets_available
 from avsf.errors import UserError
 from avsf.experiments import (Experiment, GridEntry, check_scale, check_seeds, get_experiment, get_grid_entries,
                               prepare_data)
@@ -172,30 +175,175 @@ class GridOutcome:
         return ", ".join(f"{n} {s}" for s, n in counts.items()) or "no runs"
 
 
-class _Progress:
-    """The ``on_poll`` of :func:`avsf.launch.wait`: one line whenever the counts change."""
+PROGRESS_KINDS = ("widget", "bar", "lines")
 
-    def __init__(self, *, label: str, total: int, not_run: dict[str, str], out: TextIO) -> None:
+
+def progress_kind(out: TextIO) -> str:
+    """How :class:`GridProgress` draws on ``out``: "widget" (tqdm's notebook bar) in a Jupyter
+    kernel with ipywidgets, "bar" (a text bar redrawn in place) on a terminal or in a kernel
+    without widgets, "lines" (one line per change) elsewhere: a log file or CI, where a
+    redrawn bar would leave a line per redraw."""
+    in_kernel = in_notebook() and out is sys.stdout
+    if in_kernel and widgets_available():
+        return "widget"
+    return "bar" if in_kernel or is_terminal(out) else "lines"
+
+
+def eta_s(*, total: int, finished: int, initial: int, elapsed_s: float) -> float | None:
+    """Seconds left, extrapolated from the runs finished since the wait began (``initial`` were
+    finished already: reused runs say nothing about the speed); None before one has."""
+    if finished <= initial or elapsed_s <= 0:
+        return None
+    return (total - finished) * elapsed_s / (finished - initial)
+
+
+def _clock(seconds: float | None) -> str:
+    from tqdm import tqdm  # noqa: PLC0415
+
+    return "?" if seconds is None else tqdm.format_interval(max(0.0, seconds))
+
+
+class GridProgress:
+    """The ``on_poll`` of :func:`avsf.launch.wait`: the grid's progress while its runs train.
+
+    Counts runs finished (done, failed or not run) out of the grid's, with done / running /
+    failed and an ETA (:func:`eta_s`) beside them; a run seen failed for the first time is
+    named with its one-line reason at once. Drawn as :func:`progress_kind` says; :meth:`close`
+    leaves one summary line (in a notebook it replaces the widget, so a saved notebook shows it).
+    """
+
+    def __init__(self, *, label: str, total: int, not_run: dict[str, str], out: TextIO,
+                 kind: str | None = None) -> None:
         self.label, self.total, self.not_run, self.out = label, total, not_run, out
+        self.kind = kind or progress_kind(out)
+        if self.kind not in PROGRESS_KINDS:
+            raise ValueError(f"progress kind {self.kind!r}: choose one of {', '.join(PROGRESS_KINDS)}")
         self.start = time.monotonic()
+        self.initial: int | None = None  # finished at the first poll
+        self.first_poll = self.start  # the ETA's clock starts there (after data preparation)
+        self.counts: dict[str, int] = {}
+        self.seen_failed: set[str] = set()
+        self.bar = None  # tqdm, made at the first poll
+        self.handle = None  # the widget's display handle
         self.last = ""
 
-    def __call__(self, frame: "pd.DataFrame") -> None:
-        states = frame["state"].value_counts().to_dict() if len(frame) else {}
-        line = f"[{self.label}] {states.get('done', 0)}/{self.total} runs finished"
-        failed = states.get("failed", 0)
-        if failed:
-            line += f", {failed} failed"
+    def write(self, line: str) -> None:
+        """A status line that does not break the bar."""
+        if self.kind == "bar" and self.bar is not None:
+            self.bar.write(line, file=self.out)
+            self.out.flush()
+        else:
+            print(line, file=self.out, flush=True)
+
+    @contextlib.contextmanager
+    def above(self) -> Iterator[None]:
+        """Lines others print meanwhile (the launcher's) land above a text bar, not inside it."""
+        if self.kind == "bar" and self.bar is not None:
+            with self.bar.external_write_mode(file=self.out):
+                yield
+        else:
+            yield
+
+    def finished(self) -> int:
+        return self.counts.get("done", 0) + self.counts.get("failed", 0) + len(self.not_run)
+
+    def postfix(self) -> str:
+        c = self.counts
+        parts = [f"done {c.get('done', 0)}", f"running {c.get('running', 0)}", f"failed {c.get('failed', 0)}"]
+        if c.get("pending"):
+            parts.insert(1, f"pending {c['pending']}")
         if self.not_run:
-            line += f", {len(self.not_run)} not run"
-        if line != self.last:
-            print(f"{line} ({time.monotonic() - self.start:.0f} s)", file=self.out, flush=True)
-            self.last = line
+            parts.append(f"not run {len(self.not_run)}")
+        left = eta_s(total=self.total, finished=self.finished(), initial=self.initial or 0,
+                     elapsed_s=time.monotonic() - self.first_poll)
+        return ", ".join(parts) + ("" if self.finished() >= self.total else f", ETA {_clock(left)}")
+
+    def __call__(self, frame: "pd.DataFrame") -> None:
+        self.counts = frame["state"].value_counts().to_dict() if len(frame) else {}
+        if len(frame):
+            for run, reason in frame.loc[frame["state"] == "failed", ["run", "reason"]].itertuples(index=False):
+                if run not in self.seen_failed:
+                    self.seen_failed.add(run)
+                    self.write(f"[{self.label}] failed: {run}: {reason}")
+        if self.initial is None:
+            self.initial, self.first_poll = self.finished(), time.monotonic()
+        if self.kind == "lines":
+            line = f"[{self.label}] {self.finished()}/{self.total} runs finished, {self.postfix()}"
+            if line != self.last:
+                print(f"{line} ({time.monotonic() - self.start:.0f} s)", file=self.out, flush=True)
+                self.last = line
+            return
+        if self.bar is None:
+            self.bar = self._make_bar()
+        self.bar.n = self.finished()
+        self.bar.set_postfix_str(self.postfix(), refresh=False)
+        self.bar.refresh()
+
+    def _make_bar(self):
+        fmt = "{desc} {n_fmt}/{total_fmt} runs finished |{bar}| {elapsed}{postfix}"
+        options = dict(total=self.total, initial=self.finished(), desc=f"[{self.label}]", bar_format=fmt,
+                       leave=False, dynamic_ncols=True, mininterval=0)
+        if self.kind == "bar":
+            from tqdm import tqdm  # noqa: PLC0415
+
+            return tqdm(file=self.out, **options)
+        from IPython.display import display  # noqa: PLC0415
+        from tqdm.notebook import tqdm as notebook_tqdm  # noqa: PLC0415
+
+        bar = notebook_tqdm(display=False, **options)
+        self.handle = display(bar.container, display_id=True)
+        return bar
+
+    def summary(self) -> str:
+        c = self.counts
+        line = (f"[{self.label}] {self.finished()}/{self.total} runs finished in "
+                f"{_clock(time.monotonic() - self.start)}: done {c.get('done', 0)}, failed {c.get('failed', 0)}")
+        return line + (f", not run {len(self.not_run)}" if self.not_run else "")
+
+    def close(self) -> None:
+        """End the bar and leave the summary line (nothing when no poll happened, nor in "lines"
+        mode, whose last line says it all)."""
+        if self.initial is None or self.kind == "lines":
+            return
+        if self.bar is not None:  # leave=False: a text bar clears its line for the summary
+            self.bar.close()
+        if self.handle is not None:  # the widget's place shows the summary, live and in the saved notebook
+            self.handle.update({"text/plain": self.summary()}, raw=True)
+        else:
+            print(self.summary(), file=self.out, flush=True)
 
 
 def _states(sweep_dir: Path, names: Sequence[str]) -> "pd.DataFrame":
     frame = launch.status(sweep_dir, runs=names) if names else None
     return frame.set_index("run") if frame is not None and len(frame) else None
+
+
+def _submission_groups(level: list[GridRun], states: "pd.DataFrame | None", *, not_run: dict[str, str],
+                       retry_failed: bool) -> dict[tuple[str, ...], list[RunConfig]]:
+    """The configs of ``level`` to hand to the launcher, grouped by the Slurm job ids they wait
+    for; a run whose source failed or was not run is recorded in ``not_run`` instead."""
+    def state(name: str):
+        return states.loc[name] if states is not None and name in states.index else None
+
+    groups: dict[tuple[str, ...], list[RunConfig]] = {}
+    for r in level:
+        own = state(r.name)
+        after: list[str] = []
+        if own is None or (own["state"] == "failed" and retry_failed):  # the launcher will submit it
+            for p in r.after:  # where do the runs it starts from stand?
+                src = state(p)
+                if p in not_run or src is None or src["state"] == "failed":
+                    why = "was not run" if p in not_run or src is None else f"failed ({src['reason']})"
+                    not_run[r.name] = f"{NOT_RUN}: it starts from {p}, which {why}"
+                    break
+                if src["state"] != "done":  # only on Slurm: the local backends waited for it
+                    if not src["job_id"]:  # another process is submitting it right now
+                        not_run[r.name] = f"{NOT_RUN}: it starts from {p}, which is being submitted; run again"
+                        break
+                    after.append(str(src["job_id"]))
+        if r.name not in not_run:
+            groups.setdefault(tuple(after), []).append(r.config)
+    return groups
 
 
 def run_grid(grid: Grid, *, backend: str, sweep_dir: str | Path, cluster: str | Path | launch.ClusterProfile | None = None,
@@ -211,62 +359,63 @@ def run_grid(grid: Grid, *, backend: str, sweep_dir: str | Path, cluster: str | 
 
     Returns the :class:`GridOutcome` (it raises nothing for failed runs: the caller decides);
     TimeoutError after ``timeout_s`` (None: no limit) with runs still pending or running.
-    Progress goes to ``out`` (default stderr), each line starting with ``[label]``.
+    Progress goes to ``out`` (default :func:`avsf.console.status_stream`: stderr, or stdout in a
+    notebook), as :class:`GridProgress` draws it, each line starting with ``[label]``; the
+    launcher's summary lines go there too. The debug backend, which trains inside the
+    launcher's call, gets one run per call so that the progress moves between runs.
     """
     launch.check_backend(backend)
     profile = cluster if isinstance(cluster, launch.ClusterProfile) else launch.load_cluster(cluster)
     sweep_dir = Path(sweep_dir).resolve()
     label = label or grid.experiment
-    out = sys.stderr if out is None else out
+    out = status_stream() if out is None else out
     levels = grid.levels()
     not_run: dict[str, str] = {}
-    progress = _Progress(label=label, total=len(grid.runs), not_run=not_run, out=out)
+    progress = GridProgress(label=label, total=len(grid.runs), not_run=not_run, out=out)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
 
     def wait_for(names: list[str]) -> None:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         launch.wait(sweep_dir, runs=names, timeout_s=left, poll_s=poll_s, on_poll=progress)
 
+    def submit(configs: list[RunConfig], after: tuple[str, ...]) -> None:
+        options = dict(backend=backend, sweep_dir=sweep_dir, cluster=profile, max_parallel=max_parallel,
+                       retry_failed=retry_failed, job_fn=job_fn, after=after, max_attempts=max_attempts,
+                       allow_other_version=allow_other_version)
+        if backend != "debug":
+            with progress.above():
+                launch.submit(configs, **options, out=out)
+            return
+        # the debug backend trains inside submit, in this process: one run per call, with a poll
+        # before each, keeps the bar moving; one summary for them all
+        report = launch.SubmitReport()
+        names = submitted + [launch.run_name(c) for c in configs]
+        for cfg in configs:
+            progress(launch.status(sweep_dir, runs=names))
+            report.merge(launch.submit([cfg], **options, verbose=False))
+        with progress.above():
+            report.show(sweep_dir, out=out)
+
     if grid.runs:
         launch.check_sweep_dir(sweep_dir)  # before the data is prepared: a read-only share fails fast
         prepare_data(grid.configs)
     submitted: list[str] = []
-    for k, level in enumerate(levels):
-        sources = sorted({p for r in level for p in r.after})
-        states = _states(sweep_dir, sources + [r.name for r in level])
-        groups: dict[tuple[str, ...], list[RunConfig]] = {}
-
-        def state(name: str):
-            return states.loc[name] if states is not None and name in states.index else None
-
-        for r in level:
-            own = state(r.name)
-            after: list[str] = []
-            if own is None or (own["state"] == "failed" and retry_failed):  # the launcher will submit it
-                for p in r.after:  # where do the runs it starts from stand?
-                    src = state(p)
-                    if p in not_run or src is None or src["state"] == "failed":
-                        why = "was not run" if p in not_run or src is None else f"failed ({src['reason']})"
-                        not_run[r.name] = f"{NOT_RUN}: it starts from {p}, which {why}"
-                        break
-                    if src["state"] != "done":  # only on Slurm: the local backends waited for it
-                        if not src["job_id"]:  # another process is submitting it right now
-                            not_run[r.name] = f"{NOT_RUN}: it starts from {p}, which is being submitted; run again"
-                            break
-                        after.append(str(src["job_id"]))
-            if r.name not in not_run:
-                groups.setdefault(tuple(after), []).append(r.config)
-        for after, configs in groups.items():
-            launch.submit(configs, backend=backend, sweep_dir=sweep_dir, cluster=profile, max_parallel=max_parallel,
-                          retry_failed=retry_failed, job_fn=job_fn, after=after, max_attempts=max_attempts,
-                          allow_other_version=allow_other_version)
-        submitted += [r.name for r in level if r.name not in not_run]
-        if backend != "slurm" and k + 1 < len(levels):  # the next level starts from this one's runs
-            print(f"[{label}] {sum(len(lv) for lv in levels[k + 1:])} run(s) start from runs of this grid: "
-                  f"waiting for those first", file=out, flush=True)
+    try:
+        for k, level in enumerate(levels):
+            sources = sorted({p for r in level for p in r.after})
+            groups = _submission_groups(level, _states(sweep_dir, sources + [r.name for r in level]),
+                                        not_run=not_run, retry_failed=retry_failed)
+            for after, configs in groups.items():
+                submit(configs, after)
+            submitted += [r.name for r in level if r.name not in not_run]
+            if backend != "slurm" and k + 1 < len(levels):  # the next level starts from this one's runs
+                progress.write(f"[{label}] {sum(len(lv) for lv in levels[k + 1:])} run(s) start from runs of this "
+                               f"grid: waiting for those first")
+                wait_for(submitted)
+        if wait and submitted:
             wait_for(submitted)
-    if wait and submitted:
-        wait_for(submitted)
+    finally:
+        progress.close()
     return outcome(grid, sweep_dir)
 
 

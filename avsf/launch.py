@@ -53,11 +53,12 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TextIO
 
 from avsf.config import RunConfig
+from avsf.console import status_stream
 from avsf.engine.io import atomic_write_json
 from avsf.errors import USER_ERRORS, UserError
 from avsf.portable import PATH_FIELDS
@@ -747,6 +748,27 @@ class SubmitReport:
         return (f"submitted {len(self.submitted)}, already done {len(self.done)}, "
                 f"pending/running {len(self.active)}, failed (not retried) {len(self.failed)}")
 
+    def merge(self, other: "SubmitReport") -> None:
+        """Add ``other``'s runs (another :func:`submit` call of the same sweep) to this report."""
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, dict):
+                mine.update(theirs)
+            else:
+                mine.extend(theirs)
+
+    def show(self, sweep_dir: str | os.PathLike, *, out: TextIO | None = None) -> None:
+        """The summary line, reused runs of other versions and the errors of failed runs not
+        retried, on ``out`` (default :func:`avsf.console.status_stream`)."""
+        out = status_stream() if out is None else out
+        print(f"avsf.launch: {self.summary()} ({sweep_dir})", file=out, flush=True)
+        for run_dir, version in self.other_version.items():
+            print(f"avsf.launch: reused {Path(run_dir).name}, finished by avsf {version} (this is {code_version()})",
+                  file=out, flush=True)
+        for run_dir, error in self.failed.items():
+            print(f"--- failed: {Path(run_dir).name} (submit again with retry_failed=True / --retry-failed)\n"
+                  f"{error}", file=out, flush=True)
+
 
 def _user() -> str:
     try:
@@ -857,7 +879,7 @@ def submit(configs: Sequence[RunConfig], *, backend: str, sweep_dir: str | os.Pa
            cluster: str | os.PathLike | ClusterProfile | None = None, max_parallel: int | None = None,
            retry_failed: bool = False, job_fn: str = DEFAULT_JOB_FN, verbose: bool = True,
            after: Sequence[str] = (), max_attempts: int | None = None,
-           allow_other_version: bool = False) -> SubmitReport:
+           allow_other_version: bool = False, out: TextIO | None = None) -> SubmitReport:
     """Submit every config that is not done, pending or running; return what happened.
 
     A run whose final.json exists is never submitted again; one pending or running (or being
@@ -876,6 +898,10 @@ def submit(configs: Sequence[RunConfig], *, backend: str, sweep_dir: str | os.Pa
     Finished runs of other versions are reused and named in the report. A failed run is given
     up after ``max_attempts`` failed attempts (default: the profile's, 3): it stays failed
     with its reason however often it is submitted, until ``max_attempts`` is raised.
+
+    With ``verbose``, the summary line and the errors of failed runs not retried go to ``out``
+    (default :func:`avsf.console.status_stream`: stderr on the command line, stdout in a
+    notebook, where stderr is drawn as an error).
     """
     from filelock import FileLock, Timeout
 
@@ -960,13 +986,7 @@ def submit(configs: Sequence[RunConfig], *, backend: str, sweep_dir: str | os.Pa
         for lock in locks:
             lock.release()
     if verbose:
-        print(f"avsf.launch: {report.summary()} ({sweep_dir})", file=sys.stderr)
-        for run_dir, version in report.other_version.items():
-            print(f"avsf.launch: reused {Path(run_dir).name}, finished by avsf {version} (this is {code_version()})",
-                  file=sys.stderr)
-        for run_dir, error in report.failed.items():
-            print(f"--- failed: {Path(run_dir).name} (submit again with retry_failed=True / --retry-failed)\n"
-                  f"{error}", file=sys.stderr)
+        report.show(sweep_dir, out=out)
     return report
 
 

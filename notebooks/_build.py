@@ -65,6 +65,13 @@ def parameters_source(exp: Experiment) -> tuple[str, list[str]]:
     return "\n".join(lines) + "\n", declared
 
 
+def curves_note(exp: Experiment) -> str:
+    """Where the intro names the learning curves: every table that trains (Fig. 3 draws its own)."""
+    if not exp.rows or "curves" in exp.plots:
+        return ""
+    return "; `curves.png`, the runs' learning curves, beside the bars"
+
+
 def build_notebook(exp: Experiment) -> nbformat.NotebookNode:
     params_src, declared = parameters_source(exp)
     intro = (f"# {exp.artifact}: {exp.title}\n\n"
@@ -78,8 +85,9 @@ def build_notebook(exp: Experiment) -> nbformat.NotebookNode:
              f"paired difference over seeds, its 95 % interval, the minimum detectable effect and the "
              f"verdict), `rows.csv`, `runs.csv` (each cell's run by name), `runs/` (the runs behind every "
              f"number, no checkpoints), `provenance.json` (commit, versions, machine) and the PNG plots "
-             f"(the forest plot of every claim first). `-p render_only True` renders it again from that "
-             f"folder alone.")
+             f"(the forest plot of every claim first{curves_note(exp)}). `-p render_only True` renders it again from that folder alone; "
+             f"`avsf report {exp.name} --html` then writes this notebook, executed, as "
+             f"`notebook.html` beside the table (any browser shows it, nothing runs).")
     if exp.note:
         intro += f"\n\n{exp.note}"
     cells = [
@@ -95,8 +103,10 @@ def build_notebook(exp: Experiment) -> nbformat.NotebookNode:
             "params",
             metadata={"tags": ["imports"]}),
         nbformat.v4.new_markdown_cell("## Runs\nSubmits every run of the grid not already finished "
-                                      "in `sweep_dir` and waits, printing progress (with `render_only`: "
-                                      "submits nothing and reads the runs archived beside the table)."),
+                                      "in `sweep_dir` and waits, with a progress bar (runs done, running "
+                                      "and failed, an ETA; a failed run is named with its reason as soon "
+                                      "as it fails). With `render_only`: submits nothing and reads the runs "
+                                      "archived beside the table."),
         nbformat.v4.new_code_cell("entries = report.submit_and_wait(params)\nlen(entries)"),
         nbformat.v4.new_markdown_cell("## Tables\nOur numbers (mean ± std over seeds), then the "
                                       "paper's claims beside ours: paired difference, 95 % interval, "

@@ -148,6 +148,66 @@ def test_the_check_finds_this_machines_host_name(tmp_path, monkeypatch):
     assert [f.why for f in A.find_machine_paths(tmp_path)] == ["the host name"]
 
 
+# --- the executed notebook as HTML ------------------------------------------------------------------
+PNG_1PX = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAHggJ/PchI7wAAAABJRU5ErkJggg==")
+
+
+def _executed_notebook(path: Path, *, sweep: Path, note: str = "") -> None:
+    """An executed notebook as papermill leaves it: machine paths in its metadata, the injected
+    parameters, the launcher's line, the params repr; the progress widget; a table; a figure."""
+    import nbformat
+
+    v4 = nbformat.v4
+    cells = [
+        v4.new_code_cell(f'# Parameters\nsweep_dir = "{sweep}"\n', metadata={"tags": ["injected-parameters"]}),
+        v4.new_code_cell("entries = report.submit_and_wait(params)", outputs=[
+            v4.new_output("stream", name="stdout", text=f"avsf.launch: submitted 4 ({sweep})\n"),
+            v4.new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "ab"},
+                                                "text/plain": "[nb] 4/4 runs finished in 00:10: done 4, failed 0"}),
+            v4.new_output("execute_result", data={"text/plain": f"Params(output_dir=PosixPath('{REPO}/results/nb'), "
+                                                                 f"home='{Path.home()}/x')"}, execution_count=2)]),
+        v4.new_code_cell("display(Markdown(result.markdown))", outputs=[
+            v4.new_output("display_data", data={"text/markdown": "| claim | verdict |\n|---|---|\n| A4 | supports |\n",
+                                                "text/plain": "<Markdown>"})]),
+        v4.new_code_cell("display(Image(...))", outputs=[
+            v4.new_output("display_data", data={"image/png": PNG_1PX, "text/plain": "<Image>"})]),
+        *([v4.new_markdown_cell(note)] if note else []),
+    ]
+    nb = v4.new_notebook(cells=cells, metadata={
+        "papermill": {"input_path": str(REPO / "notebooks" / "nb.ipynb"), "output_path": str(path),
+                      "parameters": {"sweep_dir": str(sweep)}},
+        "widgets": {"application/vnd.jupyter.widget-state+json": {"state": {}}}})
+    nbformat.write(nb, path)
+
+
+def test_an_executed_notebook_becomes_one_page_without_machine_paths(tmp_path):
+    from avsf.report.notebook_html import notebook_html
+
+    results = tmp_path / "results"
+    (results / "_executed").mkdir(parents=True)
+    _executed_notebook(results / "_executed" / "nb.ipynb", sweep=tmp_path / "sweeps")
+    html = notebook_html(results / "_executed" / "nb.ipynb", results / "nb" / "notebook.html").read_text()
+    assert "<table" in html and "supports" in html and f"data:image/png;base64,{PNG_1PX}" in html
+    assert "[nb] 4/4 runs finished in 00:10" in html and "widget-view" not in html and "widget-state" not in html
+    assert "results/nb" in html and "&lt;path&gt;/sweeps" in html  # the project's paths relative, others by name
+    for machine in (str(tmp_path), str(REPO), str(Path.home())):
+        assert machine not in html
+    A.check_no_machine_paths(results)  # the whole tree, the page included
+
+
+def test_a_page_that_would_still_name_the_machine_is_not_written(tmp_path, monkeypatch):
+    from avsf.report.notebook_html import notebook_html
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "gpu-node-17")
+    _executed_notebook(tmp_path / "nb.ipynb", sweep=Path("/scratch/gpu-node-17/sweeps"),  # scrubbed to sweeps
+                       note="trained overnight on gpu-node-17")  # no path: nothing to rewrite
+    with pytest.raises(UserError, match=r"still names this machine:\n- line \d+: 'gpu-node-17' \(the host name\)"):
+        notebook_html(tmp_path / "nb.ipynb", tmp_path / "out" / "notebook.html")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(UserError, match="no executed notebook at .*missing.ipynb: run it first, e.g. papermill"):
+        notebook_html(tmp_path / "missing.ipynb", tmp_path / "out" / "notebook.html")
+
+
 # --- a table from results/ alone ----------------------------------------------------------------------
 @pytest.mark.parametrize("exp", ["ablate_fusion_stages", "fig3_learning_dynamics", "sectionA3_per_class_gain"])
 def test_a_table_regenerates_from_results_alone(tmp_path, exp):
@@ -247,6 +307,9 @@ def test_avsf_report_renders_from_results_alone_and_checks_paths(tmp_path, capsy
     assert "names no path" in capsys.readouterr().out
     for name, data in committed.items():
         assert (out / name).read_bytes() == data, name
+    # --html: a named table needs its executed notebook, and says where it looked
+    assert main(["report", exp, "--results", str(tmp_path / "results"), "--html"]) == 2
+    assert f"no executed notebook at {tmp_path / 'results' / '_executed' / exp}.ipynb" in capsys.readouterr().err
     (out / "notes.md").write_text(f"made in {tmp_path}/sweeps\n")
     assert main(["report", "--check-only", "--results", str(tmp_path / "results")]) == 2
     assert "notes.md:1" in capsys.readouterr().err

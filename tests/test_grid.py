@@ -207,3 +207,59 @@ def test_a_failing_sweep_of_the_real_trainer_exits_non_zero_with_the_reason(tmp_
     assert len(failed) == 2, proc.stderr[-2000:]
     assert all(f"dataset root {missing} does not exist or is not a folder" in ln for ln in failed)
     assert "2 of 2 run(s) failed" in proc.stderr
+
+
+# --- progress -------------------------------------------------------------------------------------
+def _frame(**states: str):
+    import pandas as pd
+
+    return pd.DataFrame({"run": list(states), "state": list(states.values()),
+                         "reason": ["out of memory" if s == "failed" else "" for s in states.values()]})
+
+
+def test_progress_eta_comes_from_the_runs_finished_since_the_wait_began():
+    assert G.eta_s(total=8, finished=2, initial=2, elapsed_s=60.0) is None  # reused runs say nothing
+    assert G.eta_s(total=8, finished=4, initial=2, elapsed_s=60.0) == pytest.approx(120.0)  # 2 runs a minute
+    assert G.eta_s(total=8, finished=8, initial=0, elapsed_s=60.0) == 0.0
+
+
+@pytest.mark.parametrize("kind", ["lines", "bar"])
+def test_progress_names_a_failed_run_when_first_seen_and_counts_states(kind):
+    import io
+
+    out = io.StringIO()
+    progress = G.GridProgress(label="t", total=3, not_run={}, out=out, kind=kind)
+    progress(_frame(a="done", b="running", c="pending"))
+    progress(_frame(a="done", b="failed", c="running"))
+    progress(_frame(a="done", b="failed", c="running"))  # seen once: named once
+    assert out.getvalue().count("[t] failed: b: out of memory") == 1
+    assert "done 1, running 1, failed 1, ETA " in out.getvalue()
+    progress(_frame(a="done", b="failed", c="done"))
+    progress.close()
+    text = out.getvalue()
+    if kind == "lines":  # a log gets one line per change, the last says it all
+        assert text.splitlines()[-1].startswith("[t] 3/3 runs finished, done 2, running 0, failed 1 (")
+    else:  # the bar (redrawn with \r) is cleared, one summary line is left
+        assert "|" in text and "\r" in text
+        assert text.rsplit("\r", 1)[-1] == "[t] 3/3 runs finished in 00:00: done 2, failed 1\n"
+
+
+def test_progress_kind_follows_where_the_output_goes(monkeypatch):
+    import io
+
+    assert G.progress_kind(io.StringIO()) == "lines"  # a log file, CI
+    monkeypatch.setattr(G, "in_notebook", lambda: True)
+    monkeypatch.setattr(G, "widgets_available", lambda: False)
+    assert G.progress_kind(sys.stdout) == "bar" and G.progress_kind(io.StringIO()) == "lines"
+    monkeypatch.setattr(G, "widgets_available", lambda: True)
+    assert G.progress_kind(sys.stdout) == "widget"
+
+
+def test_the_launchers_lines_go_to_the_progress_stream(tmp_path, no_data, capsys):
+    import io
+
+    out = io.StringIO()
+    grid = G.build_grid("table7_ava", scale="smoke", seeds=[0], overrides=QUICK)
+    assert G.run_grid(grid, backend="debug", sweep_dir=tmp_path, job_fn=JOB, poll_s=0.01, out=out).done
+    assert "avsf.launch: submitted 2, already done 0" in out.getvalue()
+    assert capsys.readouterr().err == ""  # a notebook draws stderr as an error

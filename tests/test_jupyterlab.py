@@ -3,11 +3,6 @@ a token), the notebook read through the contents API, a kernel started through t
 API, and the parameters and imports cells run over the kernel's websocket."""
 
 import json
-import os
-import secrets
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -15,47 +10,16 @@ from pathlib import Path
 import pytest
 import requests
 import websocket
+from lab_server import running_lab
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted(p.name for p in (REPO / "notebooks").glob("*.ipynb"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    port, token = _free_port(), secrets.token_hex(16)
-    log = tmp_path_factory.mktemp("lab") / "jupyterlab.log"
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-           f"--ServerApp.token={token}", f"--ServerApp.root_dir={REPO}", "--ServerApp.port_retries=0"]
-    if os.geteuid() == 0:  # CI containers run as root; JupyterLab refuses that unless told
-        cmd.append("--allow-root")
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-    base = f"http://127.0.0.1:{port}"
-    headers = {"Authorization": f"token {token}"}
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if requests.get(f"{base}/api/status", headers=headers, timeout=5).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"JupyterLab did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield base, headers, token
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with running_lab(REPO, tmp_path_factory.mktemp("lab") / "jupyterlab.log") as server:
+        yield server
 
 
 def _execute(ws: websocket.WebSocket, code: str, *, timeout_s: float = 120.0) -> tuple[dict, list[dict]]:

@@ -105,6 +105,13 @@ def test_bad_values_are_refused_before_submitting(tmp_path, parameters, message)
 
 
 # --- execution at smoke scale ------------------------------------------------------------------------------
+def _red_boxes(nb: nbformat.NotebookNode) -> list[str]:
+    """What a reader sees drawn as an error: stderr text and error outputs, with their cell."""
+    return [f"cell {i}: {o.get('text') or o.get('ename', '') + ': ' + o.get('evalue', '')}"
+            for i, cell in enumerate(nb.cells) if cell.cell_type == "code" for o in cell.outputs
+            if o.output_type == "error" or (o.output_type == "stream" and o.name == "stderr")]
+
+
 def _check_outputs(name: str, out: Path) -> pd.DataFrame:
     exp = E.get_experiment(name)
     assert (out / "table.md").read_text().startswith(f"# {exp.artifact}")
@@ -137,10 +144,25 @@ def test_main_job_on_the_local_backend(sweep_dir, tmp_path):
     rows = pd.read_csv(out / "rows.csv").set_index("row")
     assert (rows["seeds"] == len(CI_SEEDS)).all()  # every row finished
     assert list(table["claim"]) == ["A4", "A4", "A5"]  # A4 at P_d = 0.5 and at 0.8
-    assert (out / "bars_top1.png").exists() and (out / "bars_top5.png").exists()
-    # progress was shown while waiting, and the executed notebook shows the tables and plots
-    text = json.dumps(nb.cells[-5:])
-    assert "runs finished" in json.dumps(nb.cells) and "image/png" in text
+    assert (out / "bars_top1.png").exists() and (out / "bars_top5.png").exists() and (out / "curves.png").exists()
+    # progress was shown while waiting (its summary left in the bar's place), nothing on stderr,
+    # and the notebook shows the table without links to files beside table.md, and every figure
+    assert "4/4 runs finished in" in json.dumps(nb.cells) and not _red_boxes(nb), _red_boxes(nb)
+    shown = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "data" in o]
+    markdown = "".join(o.data["text/markdown"] for o in shown if "text/markdown" in o.data)
+    assert "| A4 |" in markdown and "![" not in markdown and "](bars_top1.png)" in (out / "table.md").read_text()
+    assert sum("image/png" in o.data for o in shown) == len(list(out.glob("*.png")))
+    # the executed notebook as a page any browser shows: `avsf report --html` (as make reproduce runs it)
+    results = tmp_path / "published"
+    (results / "_executed").mkdir(parents=True)
+    shutil.copy(tmp_path / f"{MAIN_JOB}.ipynb", results / "_executed" / f"{MAIN_JOB}.ipynb")
+    shutil.copytree(out, results / MAIN_JOB)
+    from avsf.cli import main
+    assert main(["report", MAIN_JOB, "--results", str(results), "--html"]) == 0  # it checks for machine paths too
+    html = (results / MAIN_JOB / "notebook.html").read_text()
+    assert "<table" in html and "| A4 |" not in html and "4/4 runs finished in" in html
+    assert html.count('src="data:image/png;base64,') == len(list(out.glob("*.png")))  # each figure, embedded
+    assert str(tmp_path) not in html and str(REPO) not in html
     # render-only: the same table again from the results folder alone (no sweep, nothing submitted)
     committed = {n: (out / n).read_bytes() for n in ("table.csv", "table.md", "rows.csv", "runs.csv")}
     nb = _execute(MAIN_JOB, tmp_path / "again", seeds=CI_SEEDS, overrides=CI_OVERRIDES, output_dir=str(out),
@@ -178,6 +200,7 @@ def test_notebook_runs_at_smoke_scale(name, sweep_dir, tmp_path):
     out = tmp_path / "results"
     nb = _execute(name, tmp_path, backend="debug", seeds=CI_SEEDS, overrides=CI_OVERRIDES, output_dir=str(out),
                   sweep_dir=str(sweep_dir))
+    assert not _red_boxes(nb), _red_boxes(nb)  # no stderr, no error output: a reader sees no red box
     if name in SWEPT:  # one door: the notebook names the same runs as `avsf sweep`, all finished
         submitted = re.findall(r"avsf.launch: submitted (\d+)", json.dumps(nb.cells))
         assert submitted and set(submitted) == {"0"}, submitted

@@ -240,6 +240,25 @@ def test_curves_per_class_and_plots(tmp_path):
     assert path.stat().st_size > 1000
 
 
+def test_run_curves_show_each_rows_mean_and_its_95_interval_over_seeds(tmp_path):
+    entries = _fake_runs(tmp_path / "sweeps", "sectionA3_per_class_gain", {"slowfast": [40.0, 42.0], "avslowfast": [45.0, 47.0]})
+    runs = R.collect("sectionA3_per_class_gain", entries, tmp_path / "sweeps")
+    curves = R.curves_of(runs, grid_run_dirs(entries, tmp_path / "sweeps"))
+    assert P.curve_metrics(E.get_experiment("sectionA3_per_class_gain"), curves) == ["top1", "loss_task"]
+    fig = P.plot_run_curves("sectionA3_per_class_gain", curves, path=tmp_path / "curves.png")
+    top1, loss = fig.axes[:2]
+    assert (top1.get_title(), loss.get_title()) == ("top-1 (%)", "task loss")
+    assert len(top1.lines) == len(loss.lines) == 4  # two rows x train, val
+    # slowfast's val top-1 at epoch 1 over seeds 0, 1: 39 and 40; band: t_{0.975,1} sd / sqrt(2)
+    half = 12.706 * np.std([39.0, 40.0], ddof=1) / math.sqrt(2)
+    bands = [c.get_paths()[0].vertices for c in top1.collections]
+    at_1 = [(v[v[:, 0] == 1.0, 1].min(), v[v[:, 0] == 1.0, 1].max()) for v in bands]
+    assert any(lo == pytest.approx(39.5 - half, rel=1e-3) and hi == pytest.approx(39.5 + half, rel=1e-3)
+               for lo, hi in at_1), at_1
+    P.close(fig)
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_chance_levels_come_from_the_class_counts():
     runs = pd.DataFrame({"row": ["a", "b"], "num_classes": [20, 20], "num_verbs": [10, 10], "num_nouns": [4, 4]})
     assert P.chance_level("top1", runs, ["a", "b"]) == 5.0 and P.chance_level("top5", runs, ["a"]) == 25.0
@@ -277,5 +296,8 @@ def test_forest_plot_and_bars_for_every_metric(tmp_path):
     params = R.validate_parameters(_namespace(tmp_path, seeds=[0, 1, 2]), notebook="ablate_droppath", declared=DECLARED)
     result = R.build(params, entries)
     names = [f.name for f in result.figures]
-    assert names[0] == "forest.png" and {"bars_top1.png", "bars_top5.png"} <= set(names)
+    assert names[0] == "forest.png" and {"bars_top1.png", "bars_top5.png", "curves.png"} <= set(names)
+    # the notebook shows the figures themselves; table.md links them, relative to its folder
+    assert "![" not in result.markdown
+    assert all(f"![{f.stem}]({f.name})" in (tmp_path / "out" / "table.md").read_text() for f in result.figures)
     assert "ci_low" in result.markdown and "supports" in result.markdown

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from avsf.config import RunConfig
+from avsf.console import in_notebook
 from avsf.errors import UserError
 
 log = logging.getLogger("avsf.engine")
@@ -188,7 +189,9 @@ def run_logging(log_path: Path | None) -> Iterator[None]:
                for h in root.handlers + logging.getLogger().handlers):
         sh = logging.StreamHandler(sys.stderr)
         sh.setFormatter(fmt)
-        sh.setLevel(logging.WARNING if sys.stderr.isatty() else logging.INFO)  # the bar shows progress on a tty
+        # a terminal has the step bar and a notebook the grid's bar: their console shows warnings only
+        # (a kernel draws stderr as an error box); a log file gets every line
+        sh.setLevel(logging.WARNING if sys.stderr.isatty() or in_notebook() else logging.INFO)
         added.append(sh)
     old_level = root.level
     root.setLevel(logging.INFO)

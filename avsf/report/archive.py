@@ -419,27 +419,38 @@ def _literals() -> dict[str, str]:
     return {k: v for k, v in out.items() if k and k != "/"}
 
 
+# an embedded image's base64 holds "/" runs that read as paths: masked before the checks
+DATA_URI = re.compile(r"data:[\w/+.-]+;base64,[A-Za-z0-9+/=\s]+")
+
+
+def machine_paths_in(text: str, *, rel: str, text_file: bool = True) -> list[Finding]:
+    """This machine's home, project path, host and user name in ``text`` (the contents of the
+    file ``rel``), and with ``text_file`` any absolute path (``/a/b``, ``~/a``, ``C:\\a``)
+    outside the system's folders; embedded images (data URIs) are not read."""
+    text = DATA_URI.sub(lambda m: "data:" + "\n" * m.group().count("\n"), text)
+    found: list[Finding] = []
+    for lit, why in _literals().items():
+        pattern = re.compile(rf"(?<![\w.-]){re.escape(lit)}(?![\w-])")
+        for m in pattern.finditer(text):
+            found.append(Finding(rel, text.count("\n", 0, m.start()) + 1, lit, why))
+    if text_file:
+        for m in ABSOLUTE_IN_TEXT.finditer(text):
+            if m.group().startswith(SYSTEM_PREFIXES):
+                continue
+            found.append(Finding(rel, text.count("\n", 0, m.start()) + 1, m.group(), "an absolute path"))
+    return found
+
+
 def find_machine_paths(results_dir: str | os.PathLike) -> list[Finding]:
-    """Absolute paths (``/a/b``, ``~/a``, ``C:\\a``) in the text files of a results tree, and this
-    machine's home, project path, host and user name in any file (PNG metadata too)."""
+    """:func:`machine_paths_in` every file of a results tree (the absolute-path check in its text
+    files, the literals in any file: PNG metadata too), but the executed notebooks."""
     root = Path(results_dir)
-    literals = _literals()
     found: list[Finding] = []
     for p in sorted(root.rglob("*")):
         if not p.is_file() or EXECUTED_DIR in p.relative_to(root).parts[:1]:
             continue
-        rel = str(p.relative_to(root))
-        data = p.read_bytes()
-        text = data.decode("utf-8", errors="replace")
-        for lit, why in literals.items():
-            pattern = re.compile(rf"(?<![\w.-]){re.escape(lit)}(?![\w-])")
-            for m in pattern.finditer(text):
-                found.append(Finding(rel, text.count("\n", 0, m.start()) + 1, lit, why))
-        if p.suffix in TEXT_SUFFIXES:
-            for m in ABSOLUTE_IN_TEXT.finditer(text):
-                if m.group().startswith(SYSTEM_PREFIXES):
-                    continue
-                found.append(Finding(rel, text.count("\n", 0, m.start()) + 1, m.group(), "an absolute path"))
+        found += machine_paths_in(p.read_bytes().decode("utf-8", errors="replace"), rel=str(p.relative_to(root)),
+                                  text_file=p.suffix in TEXT_SUFFIXES)
     return found
 
 

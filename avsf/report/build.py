@@ -23,11 +23,14 @@ from avsf.report.params import Params
 from avsf.report.tables import claims_table, parse_number, render, rows_table, summarize
 
 NAMED_CLASSES = 5  # classes named in the per-class lists (the paper names four or five)
+CURVES_FIGURE = "curves.png"  # every trained table's learning curves, beside its bars
 
 
 @dataclass
 class Result:
-    """What a notebook shows: the tables, the figures and where they were written."""
+    """What a notebook shows: the tables, the figures and where they were written. ``markdown``
+    is table.md without its figure links (relative to ``out_dir``): the notebook shows
+    ``figures`` as embedded images instead."""
 
     runs: pd.DataFrame
     summary: pd.DataFrame
@@ -73,8 +76,13 @@ def build_from_runs(params: Params, runs: pd.DataFrame, run_dirs: Mapping[str, P
         P.close(P.plot_transfer_bars(exp, summary, path=figures[-1], runs=runs))
         figures.append(out / "bars_pretext.png")
         P.close(P.plot_pretext_bars(exp, summary, path=figures[-1]))
+    curves = curves_of(runs, run_dirs)
+    if "curves" not in exp.plots and len(curves):  # Fig. 3 draws its own (same drawing, with the gap)
+        fig = P.plot_run_curves(exp, curves, path=out / CURVES_FIGURE)
+        if fig is not None:
+            P.close(fig)
+            figures.append(out / CURVES_FIGURE)
     if "curves" in exp.plots:
-        curves = curves_of(runs, run_dirs)
         for metric in ("loss_task", "top1"):
             if len(curves[curves["metric"] == metric]):
                 figures.append(out / f"curves_{metric}.png")
@@ -93,10 +101,10 @@ def build_from_runs(params: Params, runs: pd.DataFrame, run_dirs: Mapping[str, P
             P.close(fig)
             figures.insert(0, forest)  # the figure a reader looks at first
     rows = rows_table(exp, summary)
-    render(params, runs=runs, rows=rows, claims=claims, figures=figures, notes=notes, run_dirs=run_dirs,
-           ensemble_cache=ensemble_cache)
-    return Result(runs=runs, summary=summary, rows=rows, claims=claims, figures=figures,
-                  markdown=(out / "table.md").read_text(), out_dir=out)
+    markdown = render(params, runs=runs, rows=rows, claims=claims, figures=figures, notes=notes, run_dirs=run_dirs,
+                      ensemble_cache=ensemble_cache)
+    return Result(runs=runs, summary=summary, rows=rows, claims=claims, figures=figures, markdown=markdown,
+                  out_dir=out)
 
 
 def add_ensembles(exp: Experiment, runs: pd.DataFrame, run_dirs: Mapping[str, Path], *, seeds, scale: str,

@@ -1,6 +1,7 @@
 """Figures as the field draws them: bars from 0 with 95 % intervals and a chance line, the
-paper's numbers marked, a forest plot of every claim's paired difference, learning curves of
-the task loss and the train-val gap, per-class gains. Each function saves a PNG and returns
+paper's numbers marked, a forest plot of every claim's paired difference, learning curves
+(one drawing, :func:`draw_curves`: Fig. 3's with the train-val gap, every trained table's
+beside its bars), per-class gains. Each function saves a PNG and returns
 the figure; :func:`close` frees it (the notebook shows the PNG file)."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import io
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -45,10 +47,11 @@ def wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(str(text), width)) or str(text)
 
 
-def _save(fig, path: Path, caption: str | None = None):
+def _save(fig, path: Path, caption: str | None = None, *, rect: tuple[float, float, float, float] | None = None):
+    """Lay out ``fig`` in ``rect`` (default: all of it, above the caption), write it to ``path``."""
     if caption:
         fig.text(0.01, 0.005, wrap(caption, 110), fontsize=7, va="bottom", ha="left", color="0.3")
-    fig.tight_layout(rect=(0, 0.06 if caption else 0, 1, 1))
+    fig.tight_layout(rect=rect or (0, 0.06 if caption else 0, 1, 1))
     buffer = io.BytesIO()  # rendered first: a full disk then leaves the old figure and names the file
     fig.savefig(buffer, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
     atomic_write(path, buffer.getbuffer())
@@ -164,35 +167,89 @@ def plot_forest(exp: Experiment | str, claims: pd.DataFrame, *, path: Path):
                             "seeds (unadjusted); red x: the paper's delta; green band: equivalence margin.")
 
 
-def plot_learning_curves(exp: Experiment | str, curves: pd.DataFrame, *, metric: str, path: Path):
-    """Left: train (dashed) and val (solid) curves of each row, mean over seeds (band: ±1 std).
-    Right: the gap per epoch (val minus train for a loss, train minus val for an accuracy:
-    positive means the model fits its training clips better than held-out ones)."""
-    exp = get_experiment(exp) if isinstance(exp, str) else exp
-    plt = _pyplot()
-    fig, (ax, gap_ax) = plt.subplots(1, 2, figsize=(10.0, 3.8))
-    labels = {r.key: r.label for r in exp.rows}
+CURVE_CAPTION = f"mean over seeds; band: {S.CONFIDENCE:.0%} t-interval of the mean (none with one seed)"
+# the accuracy a curve figure shows: the table's metric where the trainer logs it per epoch, else these
+CURVE_ACCURACY = ("top1", "map", "rot_top1")
+CURVE_LOSSES = ("loss_task", "loss")  # the task loss (rows with and without audio compare), else the total
+CURVE_STYLES = {"train": ("--", "white"), "val": ("-", None)}  # split -> line style, marker face (None: filled)
+
+
+def _metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, "task loss" if metric == "loss_task" else metric)
+
+
+def row_colors(curves: pd.DataFrame) -> dict[str, Any]:
+    """One colour per row of ``curves``, in order of appearance: the same in every panel
+    (matplotlib's ten, or tab20's twenty when there are more rows: Table 8 has 19)."""
+    rows = list(dict.fromkeys(curves["row"]))
+    if len(rows) <= 10:
+        return {row: f"C{i}" for i, row in enumerate(rows)}
+    import matplotlib  # noqa: PLC0415
+
+    palette = matplotlib.colormaps["tab20"].colors
+    return {row: palette[i % len(palette)] for i, row in enumerate(rows)}
+
+
+def draw_curves(ax, curves: pd.DataFrame, *, metric: str, labels: Mapping[str, str],
+                colors: Mapping[str, str] | None = None) -> dict[str, dict[str, pd.Series]]:
+    """Draw one metric of ``curves`` (:func:`avsf.report.collect.curves_of`'s long table) on
+    ``ax``: per row (its colour from ``colors``, default :func:`row_colors`) the train
+    (dashed) and val (solid) mean over seeds per epoch, with the 95 % t-interval of that mean
+    as a band. Returns row -> split -> the mean per epoch (what a gap panel subtracts)."""
     part = curves[curves["metric"] == metric]
-    for i, row in enumerate(dict.fromkeys(part["row"])):
-        color = f"C{i}"
-        means = {}
-        for split, style in (("train", "--"), ("val", "-")):
+    colors = row_colors(curves) if colors is None else colors
+    means: dict[str, dict[str, pd.Series]] = {}
+    for row in dict.fromkeys(part["row"]):
+        color = colors[row]
+        for split, (style, face) in CURVE_STYLES.items():
             s = part[(part["row"] == row) & (part["split"] == split)]
             if not len(s):
                 continue
             g = s.groupby("epoch")["value"]
-            mean, std = g.mean(), g.std(ddof=1).fillna(0.0)
-            means[split] = mean
-            ax.plot(mean.index, mean.values, style, color=color,
-                    label=wrap(f"{labels.get(row, row)} ({split})", 30))
-            ax.fill_between(mean.index, mean - std, mean + std, color=color, alpha=0.15)
-        if len(means) == 2:
-            gap = (means["val"] - means["train"]) if metric.startswith("loss") else (means["train"] - means["val"])
-            gap = gap.dropna()
-            gap_ax.plot(gap.index, gap.values, "-o", ms=3, color=color, label=wrap(labels.get(row, row), 30))
+            mean = g.mean()
+            half = g.agg(S.mean_ci_half).fillna(0.0)
+            labelled = split == "val" or "val" not in set(part.loc[part["row"] == row, "split"])
+            means.setdefault(row, {})[split] = mean
+            ax.plot(mean.index, mean.values, style, marker="o", ms=3 if len(mean) > 1 else 5, color=color,
+                    markerfacecolor=face or color, label=wrap(labels.get(row, row), 30) if labelled else None)
+            ax.fill_between(mean.index, mean - half, mean + half, color=color, alpha=0.15, lw=0)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(METRIC_LABELS.get(metric, "task loss" if metric == "loss_task" else metric))
-    ax.legend(fontsize=6)
+    ax.set_ylabel(_metric_label(metric))
+    epochs = sorted(set(part["epoch"]))
+    if 0 < len(epochs) <= 12:  # whole epochs: a tick on each (a locator puts 0.975 beside a lone epoch)
+        ax.set_xticks(epochs)
+    else:
+        from matplotlib.ticker import MaxNLocator  # noqa: PLC0415 (after _pyplot chose the backend)
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return means
+
+
+def split_key() -> list:
+    """Legend entries for the line styles :func:`draw_curves` gives the splits."""
+    from matplotlib.lines import Line2D  # noqa: PLC0415
+
+    return [Line2D([], [], ls=style, marker="o", ms=4, color="0.3", markerfacecolor=face or "0.3", label=split)
+            for split, (style, face) in CURVE_STYLES.items()]
+
+
+def plot_learning_curves(exp: Experiment | str, curves: pd.DataFrame, *, metric: str, path: Path):
+    """Left: train (dashed) and val (solid) curves of each row (:func:`draw_curves`). Right:
+    the gap per epoch (val minus train for a loss, train minus val for an accuracy: positive
+    means the model fits its training clips better than held-out ones)."""
+    exp = get_experiment(exp) if isinstance(exp, str) else exp
+    plt = _pyplot()
+    fig, (ax, gap_ax) = plt.subplots(1, 2, figsize=(10.0, 3.8))
+    labels = {r.key: r.label for r in exp.rows}
+    colors = row_colors(curves[curves["metric"] == metric])
+    means = draw_curves(ax, curves, metric=metric, labels=labels, colors=colors)
+    for row, by_split in means.items():
+        if len(by_split) == 2:
+            gap = (by_split["val"] - by_split["train"]) if metric.startswith("loss") else \
+                (by_split["train"] - by_split["val"])
+            gap = gap.dropna()
+            gap_ax.plot(gap.index, gap.values, "-o", ms=3, color=colors[row], label=wrap(labels.get(row, row), 30))
+    ax.legend(handles=ax.get_legend_handles_labels()[0] + split_key(), fontsize=6)
     gap_ax.axhline(0, color="k", lw=0.8)
     gap_ax.set_xlabel("epoch")
     gap_ax.set_ylabel("val - train" if metric.startswith("loss") else "train - val")
@@ -201,8 +258,45 @@ def plot_learning_curves(exp: Experiment | str, curves: pd.DataFrame, *, metric:
         gap_ax.legend(fontsize=6)
     fig.suptitle(wrap(f"{exp.artifact}: {exp.title} ({metric})", TITLE_WIDTH), fontsize=9)
     caption = ("task loss only (classification loss, no AVS term), so rows with and without audio compare; "
-               if metric == "loss_task" else "") + "band: ±1 std over seeds."
+               if metric == "loss_task" else "") + CURVE_CAPTION + "."
     return _save(fig, path, caption)
+
+
+def curve_metrics(exp: Experiment, curves: pd.DataFrame) -> list[str]:
+    """The accuracy and the loss a run-curves figure shows: the first of the table's metrics
+    and :data:`CURVE_ACCURACY` that the runs logged per epoch, and the first of
+    :data:`CURVE_LOSSES` (none where nothing was logged)."""
+    logged = set(curves["metric"]) if len(curves) else set()
+    accuracy = next((m for m in (*exp.metrics, *CURVE_ACCURACY) if m in logged), None)
+    loss = next((m for m in CURVE_LOSSES if m in logged), None)
+    return [m for m in (accuracy, loss) if m]
+
+
+def plot_run_curves(exp: Experiment | str, curves: pd.DataFrame, *, path: Path):
+    """The learning curves of a table's runs beside its bars: one panel per metric of
+    :func:`curve_metrics` (accuracy, then task loss), train dashed and val solid per row,
+    mean and 95 % interval over seeds (:func:`draw_curves`, the drawing Fig. 3 uses).
+    None when the runs logged no epoch."""
+    exp = get_experiment(exp) if isinstance(exp, str) else exp
+    metrics = curve_metrics(exp, curves)
+    if not metrics:
+        return None
+    plt = _pyplot()
+    labels, colors = {r.key: r.label for r in exp.rows}, row_colors(curves)
+    height = max(3.6, 1.2 + 0.25 * (len(colors) + 2))  # the legend at the right holds every row (Table 8: 18)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.9 * len(metrics) + 2.4, height), squeeze=False)
+    legend: dict[str, Any] = {}  # label -> handle, over the panels (a row may log one metric only)
+    for ax, metric in zip(axes[0], metrics):
+        draw_curves(ax, curves, metric=metric, labels=labels, colors=colors)
+        ax.set_title(_metric_label(metric), fontsize=8)
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(name, handle)
+    fig.legend(handles=list(legend.values()) + split_key(), fontsize=6, loc="upper left",
+               bbox_to_anchor=(0.80, 0.95))
+    fig.suptitle(wrap(f"{exp.artifact}: learning curves of the runs behind the table", TITLE_WIDTH), fontsize=9)
+    epochs = int(curves["epoch"].max()) if len(curves) else 0
+    caption = f"train dashed (open markers), val solid; {CURVE_CAPTION}; {epochs} epoch(s)."
+    return _save(fig, path, caption, rect=(0, 0.06, 0.79, 1))
 
 
 def plot_per_class_gain(gains: pd.Series, *, path: Path, title: str, top: int = 10,

@@ -97,6 +97,15 @@ def paired_stats(diffs, *, confidence: float = CONFIDENCE, alpha: float = ALPHA,
     return Paired(n, mean, sd, mean - half, mean + half, p, min_detectable_effect(sd, n, alpha=alpha, power=power))
 
 
+def mean_ci_half(values, *, confidence: float = CONFIDENCE) -> float:
+    """Half-width of the t-interval of the mean of ``values`` [n] (nan entries dropped): a
+    row's error bar over seeds; nan below 2 values."""
+    v = np.asarray([x for x in np.asarray(values, dtype=float) if not math.isnan(x)])
+    if len(v) < 2:
+        return float("nan")
+    return float(st.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+
+
 def t_power(effect: float, sd: float, n: int, *, alpha: float = ALPHA) -> float:
     """Power of the two-sided paired t-test (n pairs, sd of the differences) at a true mean
     difference ``effect``: P(|T| > t_crit) with T ~ noncentral t(n - 1, effect √n / sd)."""

@@ -4,6 +4,7 @@ door as ``avsf sweep``, with progress on the notebook's output."""
 from __future__ import annotations
 
 import sys
+from typing import TextIO
 
 from avsf.errors import UserError
 from avsf.experiments import GridEntry
@@ -11,17 +12,21 @@ from avsf.report.params import Params
 
 
 def submit_and_wait(params: Params, *, poll_s: float = 5.0, timeout_s: float | None = None,
-                    out=sys.stdout) -> list[GridEntry]:
+                    out: TextIO | None = None) -> list[GridEntry]:
     """Submit every run of the notebook's grid that is not finished (finished ones are reused,
-    failed ones retried: rerunning the notebook retries only those), then wait, printing one
-    progress line whenever the count changes; the grid is the one :func:`validate_parameters`
-    built (``params.grid``).
+    failed ones retried: rerunning the notebook retries only those), then wait, showing a
+    progress bar (:class:`avsf.grid.GridProgress`: the notebook widget, done / running / failed, an
+    ETA; each failed run named as soon as it fails) and the launcher's lines on ``out``, never
+    on stderr; the grid is the one :func:`validate_parameters` built (``params.grid``).
 
     In render-only mode (``params.render_only``) nothing is submitted: the entries are those
     the table's archive records (:func:`avsf.report.archive.archived_entries`).
 
+    ``out``: default stdout (read at the call: a kernel replaces it).
+
     Raises UserError naming each failed run and its reason in one line.
     """
+    out = sys.stdout if out is None else out
     if params.render_only:
         from avsf.report.archive import archived_or_none  # noqa: PLC0415
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
-from scipy import stats as st
 
 from avsf.engine.io import atomic_write_text, disk_full_reported
 from avsf.experiments import ClaimLink, Experiment, get_experiment, load_claims
@@ -53,8 +52,7 @@ def summarize(exp: Experiment | str, runs: pd.DataFrame, *, scale: str) -> pd.Da
             rec[f"{m}_mean"] = float(vals.mean()) if n else float("nan")
             rec[f"{m}_std"] = float(vals.std(ddof=1)) if n > 1 else float("nan")
             rec[f"{m}_n"] = n
-            rec[f"{m}_ci"] = float(st.t.ppf(0.5 + S.CONFIDENCE / 2, n - 1) * vals.std(ddof=1) / math.sqrt(n)) \
-                if n > 1 else float("nan")
+            rec[f"{m}_ci"] = S.mean_ci_half(vals)
         rows.append(rec)
     return pd.DataFrame.from_records(rows)
 
@@ -283,10 +281,14 @@ def to_markdown(df: pd.DataFrame) -> str:
 
 def render(params: Params, *, runs: pd.DataFrame, rows: pd.DataFrame, claims: pd.DataFrame,
            figures: list[Path] | None = None, notes: list[str] | None = None,
-           run_dirs: Mapping[str, Path] | None = None, ensemble_cache: Path | None = None) -> Path:
+           run_dirs: Mapping[str, Path] | None = None, ensemble_cache: Path | None = None) -> str:
     """Write table.csv (claims beside ours), rows.csv and table.md to output_dir, and the trace
     of the table (:func:`avsf.report.archive.record_table`: runs.csv by run name, the runs from
-    ``run_dirs`` and the late-fusion cache archived under runs/, provenance.json)."""
+    ``run_dirs`` and the late-fusion cache archived under runs/, provenance.json).
+
+    Returns table.md's text without its figure links: the links are relative to output_dir,
+    right for a viewer of that folder (a code host) and broken anywhere else, e.g. in the
+    notebook, which shows the figures themselves."""
     out = Path(params.output_dir)
     with disk_full_reported(out):  # a full disk says where and how much; each file is replaced whole or not at all
         return _render(params, out=out, runs=runs, rows=rows, claims=claims, figures=figures, notes=notes,
@@ -295,7 +297,7 @@ def render(params: Params, *, runs: pd.DataFrame, rows: pd.DataFrame, claims: pd
 
 def _render(params: Params, *, out: Path, runs: pd.DataFrame, rows: pd.DataFrame, claims: pd.DataFrame,
             figures: list[Path] | None, notes: list[str] | None, run_dirs: Mapping[str, Path] | None,
-            ensemble_cache: Path | None) -> Path:
+            ensemble_cache: Path | None) -> str:
     exp = params.experiment
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "table.csv", claims.to_csv(index=False))
@@ -315,7 +317,6 @@ def _render(params: Params, *, out: Path, runs: pd.DataFrame, rows: pd.DataFrame
                f"Holm-adjusted together): {S.RULE}", ""]
     for line in notes or []:
         md += [line, ""]
-    for fig in figures or []:
-        md += [f"![{fig.stem}]({fig.name})", ""]
-    atomic_write_text(out / "table.md", "\n".join(md))
-    return out
+    links = [line for fig in figures or [] for line in (f"![{fig.stem}]({fig.name})", "")]
+    atomic_write_text(out / "table.md", "\n".join(md + links))
+    return "\n".join(md)
