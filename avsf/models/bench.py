@@ -473,7 +473,7 @@ def format_comparison(result: dict) -> str:
 
     load = result["load_average"]
     lines = [f"speed comparison on the CPU, {result['threads']} threads, load average {load[0]:.1f} -> {load[1]:.1f} "
-             f"(steps alternated in one process; medians of {result['rounds']} rounds, R50 {result['r50_rounds']})",
+             f"(one process per contender, steps alternated; medians of {result['rounds']} rounds, R50 {result['r50_rounds']})",
              f"  tiny, forward+backward of {result['tiny_input_shapes']['slow'][0]} clips:"]
     lines += rows(result["tiny"], {"slowfast_tiny": "slowfast_tiny", "avslowfast_tiny": "avslowfast_tiny (AVS negatives)"})
     shapes = result["r50_input_shapes"]
