@@ -1,8 +1,8 @@
 """TensorBoard event files beside metrics.jsonl (``tensorboard --logdir sweeps/``).
 
 Written by rank 0 only, and only at the log interval (``log_every`` steps), at each epoch's end
-and after the test: a step itself only adds a few floats it has already computed to
-:class:`IntervalMeter`. Tags:
+and after the test: a step itself only adds a few floats it has already computed to the
+interval's meter. Tags:
 
 - ``train/loss``, ``train/loss_task``, ``train/loss_avs``, ``train/avs_loss/<stage>``: step means
   over the interval; ``train/lr``; ``train/droppathway_dropped``: the fraction of the interval's
@@ -17,45 +17,22 @@ after it, so the curves show one history. ``tensorboard=false`` in the config wr
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from avsf.errors import UserError
 
 
-@dataclass
-class IntervalMeter:
-    """Sums over the steps since the last log line."""
-
-    steps: int = 0
-    clips: int = 0
-    loss: float = 0.0
-    task: float = 0.0
-    avs: float = 0.0
-    stages: dict[str, float] = field(default_factory=dict)
-    dropped: int = 0
-    started: float = field(default_factory=time.perf_counter)
-
-    def add(self, *, clips: int, loss: float, task: float, avs: float | None, stages: dict[str, float],
-            dropped: bool) -> None:
-        self.steps += 1
-        self.clips += clips
-        self.loss += loss
-        self.task += task
-        self.avs += avs or 0.0
-        for k, v in stages.items():
-            self.stages[k] = self.stages.get(k, 0.0) + v
-        self.dropped += int(dropped)
-
-    def scalars(self, *, lr: float) -> dict[str, float]:
-        n = max(self.steps, 1)
-        out = {"train/loss": self.loss / n, "train/loss_task": self.task / n, "train/loss_avs": self.avs / n,
-               "train/lr": lr, "train/droppathway_dropped": self.dropped / n,
-               "train/clips_per_s": self.clips / max(time.perf_counter() - self.started, 1e-9)}
-        out.update({f"train/{k}": v / n for k, v in sorted(self.stages.items())})
-        return out
+def interval_scalars(meter: Any, *, dropped: int, seconds: float, lr: float) -> dict[str, float]:
+    """The ``train/*`` scalars of one log interval from `meter`, the trainer's
+    :class:`~avsf.engine.train.EpochMeter` of that interval's steps (its sums of clips, losses
+    and AVS stage losses), the steps whose DropPathway draw dropped and the interval's wall time."""
+    n = max(meter.steps, 1)
+    out = {"train/loss": meter.loss / n, "train/loss_task": meter.task / n, "train/loss_avs": meter.avs / n,
+           "train/lr": lr, "train/droppathway_dropped": dropped / n,
+           "train/clips_per_s": meter.clips / max(seconds, 1e-9)}
+    out.update({f"train/{k}": v / n for k, v in sorted(meter.avs_stages.items())})
+    return out
 
 
 class EventLog:

@@ -38,7 +38,7 @@ from avsf.engine import runtime
 from avsf.engine.checkpoint import (capture_rng_state, list_checkpoints, load_checkpoint, load_latest,
                                    restore_rng_state, save_checkpoint)
 from avsf.engine.evaluate import write_final
-from avsf.engine.events import EventLog, IntervalMeter, event_files
+from avsf.engine.events import EventLog, event_files, interval_scalars
 from avsf.engine.io import atomic_write_json, write_jsonl
 from avsf.engine.optim import build_optimizer, set_lr
 from avsf.engine.precise_bn import update_bn_stats
@@ -221,7 +221,7 @@ class Trainer:
         self.total_steps = cfg.solver.epochs * self.steps_per_epoch
         self.epoch = self.step = self.batch_in_epoch = 0
         self.meter = EpochMeter()
-        self.interval = IntervalMeter()  # since the last TensorBoard write
+        self._new_interval()  # the steps since the last TensorBoard write
         self.events = EventLog(run_dir, enabled=False)  # opened by fit(), once the resumed step is known
         self.history: list[dict[str, Any]] = []
         self.wall_time_s = 0.0  # summed over all sessions of this run
@@ -282,6 +282,9 @@ class Trainer:
             write_jsonl(self.run_dir / "metrics.jsonl", self.history)
         log.info("resumed from %s (epoch %d, step %d)", path, self.epoch, self.step)
 
+    def _new_interval(self) -> None:
+        self.interval, self.interval_dropped, self.interval_start = EpochMeter(), 0, time.perf_counter()
+
     # --- one step -----------------------------------------------------------------------
     def _drop_audio(self) -> bool:
         """The DropPathway draw of this step: the same on every rank and after a resume."""
@@ -314,7 +317,8 @@ class Trainer:
         loss_value = float(loss.detach())
         task_value, avs_value = float(task.loss.detach()), None if avs is None else float(avs.detach())
         self.meter.add(clips=clips, loss=loss_value, task=task_value, avs=avs_value, stages=stages, hits=task.hits)
-        self.interval.add(clips=clips, loss=loss_value, task=task_value, avs=avs_value, stages=stages, dropped=dropped)
+        self.interval.add(clips=clips, loss=loss_value, task=task_value, avs=avs_value, stages=stages, hits=task.hits)
+        self.interval_dropped += int(dropped)
         return lr, {"loss": loss_value, "clips": clips}
 
     # --- the loop -----------------------------------------------------------------------
@@ -362,7 +366,7 @@ class Trainer:
         # a resumed run purges the events after its checkpoint's step, as metrics.jsonl drops its lines
         self.events = EventLog(self.run_dir, enabled=cfg.tensorboard and self.info.is_main,
                                purge_step=self.step + 1 if self.step else None)
-        self.interval = IntervalMeter()
+        self._new_interval()
         lr = self.schedule(self.step)
         try:
             while self.epoch < cfg.solver.epochs:
@@ -390,8 +394,10 @@ class Trainer:
                         self.batch_in_epoch += 1
                         progress.update(step=self.step, epoch=self.epoch, loss=out["loss"], lr=lr, clips=out["clips"])
                         if cfg.log_every > 0 and self.step % cfg.log_every == 0:
-                            self.events.scalars(self.interval.scalars(lr=lr), step=self.step)
-                            self.interval = IntervalMeter()
+                            self.events.scalars(interval_scalars(self.interval, dropped=self.interval_dropped, lr=lr,
+                                                                 seconds=time.perf_counter() - self.interval_start),
+                                                step=self.step)
+                            self._new_interval()
                         last_of_epoch = self.batch_in_epoch >= self.steps_per_epoch
                         if self._stop_requested():
                             self._save()
