@@ -166,6 +166,10 @@ class SolverConfig:
     warmup_start_lr: float = 0.01
     epochs: int = 196
     batch_size: int = 8  # per process
+    # micro-batches of batch_size per step and process, each split from the epoch's order as one
+    # more process would take its share (its own BN statistics and AVS negatives), gradients
+    # averaged: k of them in one process compute the step of k DDP processes (avsf.engine.train)
+    accumulate: int = 1
     precise_bn: bool = False
     precise_bn_batches: int = 200
 
@@ -355,6 +359,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_choice(cfg.device, ("auto", "cpu", "cuda"), "device")
     if s.batch_size < 1:
         raise ConfigError(f"solver.batch_size={s.batch_size} must be at least 1")
+    if s.accumulate < 1:
+        raise ConfigError(f"solver.accumulate={s.accumulate} must be at least 1 (micro-batches per step)")
     _check_pretrain_and_transfer(cfg)
     return cfg
 

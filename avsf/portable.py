@@ -104,15 +104,23 @@ def portable_run_ref(path: str) -> str:
 OPERATIONAL_FIELDS = frozenset({"data.max_failed_fraction", "tensorboard"})
 
 
+# dotted config fields added after run names were published, with the value every earlier run
+# had: at that value a field is left out of the hash (no existing run is renamed), any other
+# value enters it
+LATER_FIELDS = {"solver.accumulate": 1}
+
+
 def without_operational(cfg: dict[str, Any]) -> dict[str, Any]:
-    """A config dict without :data:`OPERATIONAL_FIELDS`."""
+    """A config dict without :data:`OPERATIONAL_FIELDS`, and without :data:`LATER_FIELDS` at
+    the value runs had before they existed."""
     out = copy.deepcopy(cfg)
-    for path in OPERATIONAL_FIELDS:
+    for path in OPERATIONAL_FIELDS | set(LATER_FIELDS):
         *sections, key = path.split(".")
         node = out
         for section in sections:
             node = node.get(section, {})
-        node.pop(key, None)
+        if path in OPERATIONAL_FIELDS or (key in node and node[key] == LATER_FIELDS[path]):
+            node.pop(key, None)
     return out
 
 

@@ -17,6 +17,7 @@ run write a checkpoint after the current step and return ``{"status": "stopped",
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -46,7 +47,7 @@ from avsf.engine.schedules import build_schedule
 from avsf.engine.tasks import task_for
 from avsf.engine.transfer import apply_transfer
 from avsf.errors import UserError
-from avsf.models.droppathway import can_drop, draw_droppathway
+from avsf.models.droppathway import draw_droppathway
 from avsf.portable import hash_form, without_operational
 
 log = logging.getLogger("avsf.engine")
@@ -101,6 +102,28 @@ def request_stop() -> None:
 
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+class _Lockstep:
+    """Loaders of the same length iterated together: a list of their batches per step; the
+    files they replaced or that killed a worker, all of them."""
+
+    def __init__(self, loaders: list) -> None:
+        self.loaders = loaders
+
+    def __len__(self) -> int:
+        return min(len(loader) for loader in self.loaders)
+
+    def __iter__(self):
+        return (list(batches) for batches in zip(*self.loaders))
+
+    @property
+    def failures(self) -> list:
+        return [f for loader in self.loaders for f in getattr(loader, "failures", ())]
+
+    @property
+    def crashes(self) -> list:
+        return [c for loader in self.loaders for c in getattr(loader, "crashes", ())]
 
 
 @dataclass
@@ -209,15 +232,21 @@ class Trainer:
         self.init_source = apply_transfer(model, cfg, run_dir, is_main=info.is_main)
         self.model = model
         if info.world_size > 1:
+            # every parameter takes part in every step (dropped laterals and heads are multiplied by
+            # zero, idle AVS projections tied in with a zero), so DDP need not search the graph
             self.model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=cfg.model.droppathway_mode == "pathway" and can_drop(cfg.model))
+                model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False)
         self.optimizer = build_optimizer(model, cfg.solver)
         # bf16 needs no loss scaling; the scaler is kept (disabled) so fp16 could be added later
         self.scaler = torch.amp.GradScaler("cuda", enabled=False)
+        # solver.accumulate k: this process computes the shares of k processes in a group k times
+        # as large, micro-batch j being virtual rank rank * k + j's (data order, seeds, negatives)
+        k = cfg.solver.accumulate
+        self.virtual_ranks = [info.rank * k + j for j in range(k)]
+        self.virtual_world = info.world_size * k
         self.steps_per_epoch = len(self._loader(epoch=0, start_batch=0))
         self.schedule = build_schedule(cfg.solver, steps_per_epoch=self.steps_per_epoch,
-                                       world_size=info.world_size)
+                                       world_size=self.virtual_world)
         self.total_steps = cfg.solver.epochs * self.steps_per_epoch
         self.epoch = self.step = self.batch_in_epoch = 0
         self.meter = EpochMeter()
@@ -231,13 +260,19 @@ class Trainer:
 
     # --- data ---------------------------------------------------------------------------
     def _loader(self, *, epoch: int, start_batch: int):
-        # the loader's own randomness comes from (seed, epoch); seeding here keeps it off the
-        # state left by the previous step
-        torch.manual_seed(runtime.derive_seed(self.cfg.seed, "loader", epoch, self.info.rank))
-        return runtime.build_loader(self.train_set, batch_size=self.cfg.solver.batch_size,
-                                    num_workers=self.cfg.data.num_workers, shuffle=True, seed=self.cfg.seed,
-                                    epoch=epoch, rank=self.info.rank, world_size=self.info.world_size,
-                                    drop_last=True, start_batch=start_batch)
+        """The epoch's batches from `start_batch` on: a batch per step, or with solver.accumulate
+        k > 1 a list of k micro-batches per step (one loader per virtual rank, in lockstep)."""
+        loaders = []
+        for rank in self.virtual_ranks:
+            # the loader's own randomness comes from (seed, epoch); seeding here keeps it off the
+            # state left by the previous step
+            torch.manual_seed(runtime.derive_seed(self.cfg.seed, "loader", epoch, rank))
+            loaders.append(runtime.build_loader(self.train_set, batch_size=self.cfg.solver.batch_size,
+                                                num_workers=self.cfg.data.num_workers, shuffle=True,
+                                                seed=self.cfg.seed, epoch=epoch, rank=rank,
+                                                world_size=self.virtual_world, drop_last=True,
+                                                start_batch=start_batch))
+        return loaders[0] if len(loaders) == 1 else _Lockstep(loaders)
 
     # --- checkpoints --------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -291,35 +326,53 @@ class Trainer:
         g = torch.Generator().manual_seed(runtime.derive_seed(self.cfg.seed, "droppathway", self.step))
         return draw_droppathway(self.cfg.model, generator=g)
 
-    def _train_step(self, batch: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    def _train_step(self, batch: dict[str, Any] | list[dict[str, Any]]) -> tuple[float, dict[str, Any]]:
+        """One optimiser step on a batch, or on solver.accumulate micro-batches (a list): each
+        micro-batch's loss / k backpropagated (DDP syncs on the last only), then one step."""
         cfg = self.cfg
         lr = self.schedule(self.step)
         set_lr(self.optimizer, lr)
-        # dropout and anything else drawing from torch's RNG: a function of (seed, step, rank)
-        torch.manual_seed(runtime.derive_seed(cfg.seed, "step", self.step, self.info.rank))
-        batch = self.task.prepare_batch(batch, device=self.device, step=self.step, rank=self.info.rank)
+        micro = batch if isinstance(batch, list) else [batch]
         dropped = self._drop_audio()
-        with runtime.autocast(self.device, bf16=cfg.bf16):
-            outputs = self.model(batch, drop_audio=dropped)
-        task = self.task.loss(outputs, batch)
-        loss = task.loss
-        avs = outputs.get("avs_loss")  # any task's AVSlowFast with AVS on
-        if avs is not None:
-            loss = loss + avs.float()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"the loss is {loss.item()} at step {self.step}; lower solver.base_lr")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss_sum, clips_sum = 0.0, 0
+        for j, (rank, part) in enumerate(zip(self.virtual_ranks, micro)):
+            # dropout and anything else drawing from torch's RNG: a function of (seed, step, rank)
+            torch.manual_seed(runtime.derive_seed(cfg.seed, "step", self.step, rank))
+            part = self.task.prepare_batch(part, device=self.device, step=self.step, rank=rank)
+            last = j == len(micro) - 1
+            sync = contextlib.nullcontext() if last or self.info.world_size == 1 else self.model.no_sync()
+            with sync:
+                with runtime.autocast(self.device, bf16=cfg.bf16):
+                    outputs = self.model(part, drop_audio=dropped)
+                if len(micro) > 1 and j == 0:
+                    kept = {name: b.detach().clone() for name, b in _unwrap(self.model).named_buffers()}
+                task = self.task.loss(outputs, part)
+                loss = task.loss
+                avs = outputs.get("avs_loss")  # any task's AVSlowFast with AVS on
+                if avs is not None:
+                    loss = loss + avs.float()
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"the loss is {loss.item()} at step {self.step}; lower solver.base_lr")
+                (loss if len(micro) == 1 else loss / len(micro)).backward()
+            if len(micro) > 1 and j > 0:
+                # BN running statistics follow the first share only, as DDP keeps rank 0's
+                # (broadcast_buffers), so weights and statistics both equal the DDP run's; put back
+                # after backward, which reads the buffers the forward was given
+                with torch.no_grad():
+                    for name, b in _unwrap(self.model).named_buffers():
+                        b.copy_(kept[name])
+            stages = {k: float(v.detach()) for k, v in outputs.items() if k.startswith("avs_loss/")}
+            stages.update(task.logs)  # step means in the epoch line, as train_<name>
+            clips = _batch_clips(part)
+            loss_value = float(loss.detach())
+            task_value, avs_value = float(task.loss.detach()), None if avs is None else float(avs.detach())
+            for meter in (self.meter, self.interval):  # a micro-batch counts as a step of its virtual rank
+                meter.add(clips=clips, loss=loss_value, task=task_value, avs=avs_value, stages=stages, hits=task.hits)
+            loss_sum, clips_sum = loss_sum + loss_value, clips_sum + clips
         self.optimizer.step()
-        stages = {k: float(v.detach()) for k, v in outputs.items() if k.startswith("avs_loss/")}
-        stages.update(task.logs)  # step means in the epoch line, as train_<name>
-        clips = _batch_clips(batch)
-        loss_value = float(loss.detach())
-        task_value, avs_value = float(task.loss.detach()), None if avs is None else float(avs.detach())
-        self.meter.add(clips=clips, loss=loss_value, task=task_value, avs=avs_value, stages=stages, hits=task.hits)
-        self.interval.add(clips=clips, loss=loss_value, task=task_value, avs=avs_value, stages=stages, hits=task.hits)
-        self.interval_dropped += int(dropped)
-        return lr, {"loss": loss_value, "clips": clips}
+        self.interval_dropped += int(dropped) * len(micro)
+        return lr, {"loss": loss_sum / len(micro), "clips": clips_sum}
 
     # --- the loop -----------------------------------------------------------------------
     def _stop_requested(self) -> bool:
@@ -380,15 +433,18 @@ class Trainer:
                     for batch in loader:
                         t0 = time.perf_counter()
                         self.meter.data_wait_s += t0 - t_wait
-                        self.meter.silent_clips += count_silent(batch)  # per batch: a resumed epoch keeps it
-                        self._check_data_present(loader, delivered=(self.batch_in_epoch - start + 1) * cfg.solver.batch_size)
+                        micro = batch if isinstance(batch, list) else [batch]
+                        # per batch: a resumed epoch keeps it
+                        self.meter.silent_clips += sum(count_silent(b) for b in micro)
+                        self._check_data_present(loader, delivered=(self.batch_in_epoch - start + 1)
+                                                 * cfg.solver.batch_size * len(micro))
                         try:
                             lr, out = self._train_step(batch)
                         except Exception as e:
                             if not is_out_of_memory(e):
                                 raise
                             raise OutOfMemory(out_of_memory_reason(cfg, device=self.device, step=self.step,
-                                                                   clips=_batch_clips(batch))) from e
+                                                                   clips=_batch_clips(micro[0]))) from e
                         self.meter.train_time_s += time.perf_counter() - t0
                         self.step += 1
                         self.batch_in_epoch += 1
