@@ -369,11 +369,13 @@ class TimeFreqBlock(nn.Module):
         return self.relu(self.out(merged) + identity)
 
     def _fuse_branches(self, y: torch.Tensor) -> bool:
-        """Run the 3x1 and 1x3 branches as one conv + one BN (:meth:`_time_and_freq`): on the CPU
-        when the branch width is not a multiple of the 16-float vector block (the tiny models'
-        8), where two narrow convs and BNs cost more than one twice as wide with a 3x3 kernel."""
+        """Run the 3x1 and 1x3 branches as one conv + one BN (:meth:`_time_and_freq`): in a CPU
+        training step when the branch width is not a multiple of the 16-float vector block (the
+        tiny models' 8), where two narrow convs and BNs cost more than one twice as wide with a
+        3x3 kernel. Evaluation and FLOP counting (no grad) keep the two convs the paper counts."""
         bt, bf = self.time[1], self.freq[1]
-        return (y.device.type == "cpu" and bt.num_features % _ONEDNN_IC_BLOCK != 0 and is_channels_last(y)
+        return (y.device.type == "cpu" and torch.is_grad_enabled() and bt.training
+                and bt.num_features % _ONEDNN_IC_BLOCK != 0 and is_channels_last(y)
                 and bt.training == bf.training and bt.momentum == bf.momentum and bt.eps == bf.eps
                 and bt.track_running_stats and bf.track_running_stats
                 and bool(bt.num_batches_tracked == bf.num_batches_tracked))
