@@ -10,7 +10,7 @@ HELP = ("generate the built-in synthetic audiovisual dataset: `avsf synth --out 
 
 def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="folder to create (train/val/test.csv, classnames.json, manifest.json, mp4s)")
-    p.add_argument("--scale", default="smoke", help="smoke (20 classes, 64x64, 640 clips) or small (20 classes, 160x128, 3,200 clips)")
+    p.add_argument("--scale", default="smoke", help="smoke (20 classes, 64x64, 2,200 clips: 800 train, 400 val, 1,000 test) or small (20 classes, 160x128, 3,200 clips)")
     p.add_argument("--seed", type=int, default=0, help="content seed: the same seed gives the same files")
     p.add_argument("--workers", type=int, default=None, help="processes that encode clips (default: up to 2)")
     p.add_argument("--force", action="store_true", help="replace an existing folder at --out")
