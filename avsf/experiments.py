@@ -59,7 +59,7 @@ _PAPER_DATASET_PRESETS = {
     ("charades", "avslowfast"): "avslowfast_r101_16x8_nl_charades",
 }
 # Small scale: the real model size, trained briefly on the synthetic `small` dataset.
-_SMALL_OVERRIDES = (
+SMALL_OVERRIDES = (
     "model.num_classes=0", "data.synthetic_scale=small", "data.train_jitter=[128,160]",
     "data.train_crop=112", "data.test_short_side=128", "data.test_crop=128",
     "data.num_temporal_views=3", "data.num_spatial_views=1", "solver.epochs=30",
@@ -483,7 +483,7 @@ def row_config(exp: Experiment | str, row_key: str, *, scale: str, seed: int,
     cfg = get_preset(_preset_for(row, scale))
     extra = list(overrides)
     transfer = _transfer_overrides(exp, row, scale=scale, seed=seed, data_roots=data_roots, overrides=extra)
-    overrides = (list(_SMALL_OVERRIDES) if scale == "small" else []) + _data_overrides(row, scale, dict(data_roots or {}))
+    overrides = (list(SMALL_OVERRIDES) if scale == "small" else []) + _data_overrides(row, scale, dict(data_roots or {}))
     overrides += transfer + list(row.overrides) + extra + [f"seed={int(seed)}"]
     try:
         return cfg.with_overrides(overrides)

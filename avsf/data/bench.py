@@ -58,7 +58,7 @@ def _bare_decode(path: str, *, start_s: float, span_s: float, num_frames: int, w
     return converted
 
 
-def _time_loader(dataset, *, workers: int, clips: int, batch_size: int) -> dict[str, float]:
+def time_loader(dataset, *, workers: int, clips: int, batch_size: int) -> dict[str, float]:
     from avsf.data.loader import build_loader
 
     loader = build_loader(dataset, batch_size=batch_size, num_workers=workers, shuffle=True, seed=0, epoch=0,
@@ -122,13 +122,13 @@ def bench_data(*, root: str, preset: str, workers: int, clips: int, rounds: int 
         for _ in range(rounds):
             plain = [min(a, b) for a, b in zip(plain, floor(False))]
             tuned = [min(a, b) for a, b in zip(tuned, floor(True))]
-            m = _time_loader(dataset, workers=0, clips=clips, batch_size=batch_size)
+            m = time_loader(dataset, workers=0, clips=clips, batch_size=batch_size)
             main = [min(main[0], m["seconds"] / m["clips"]), min(main[1], m["cpu_s"] / m["clips"])]
     finally:
         torch.set_num_threads(threads)
-    one = max((_time_loader(dataset, workers=1, clips=clips, batch_size=batch_size) for _ in range(rounds)),
+    one = max((time_loader(dataset, workers=1, clips=clips, batch_size=batch_size) for _ in range(rounds)),
               key=lambda r: r["steady_clips_per_s"])
-    many = max((_time_loader(dataset, workers=workers, clips=clips, batch_size=batch_size) for _ in range(rounds)),
+    many = max((time_loader(dataset, workers=workers, clips=clips, batch_size=batch_size) for _ in range(rounds)),
                key=lambda r: r["steady_clips_per_s"])
     sample = dataset[order[0]]
     return {

@@ -71,9 +71,9 @@ def _check(name: str, fn: Callable[[], dict], report: dict) -> None:
 def _time_step(*, preset: str, batch: int, crop: int, device: str, bf16: bool, iters: int,
                compile_model: bool = False) -> dict[str, Any]:
     from avsf.engine import runtime
-    from avsf.models.bench import _setup, _step, _sync
+    from avsf.models.bench import setup_step, training_step, sync_device
 
-    model, inputs, labels, crop = _setup(preset, batch=batch, crop=crop, device=device)
+    model, inputs, labels, crop = setup_step(preset, batch=batch, crop=crop, device=device)
     if device == "cuda":
         runtime.to_channels_last(model)
         torch.cuda.reset_peak_memory_stats()
@@ -84,16 +84,16 @@ def _time_step(*, preset: str, batch: int, crop: int, device: str, bf16: bool, i
         model = torch.compile(model, backend="inductor" if device == "cuda" else "eager")
         out["compile_backend"] = "inductor" if device == "cuda" else "eager"
         t0 = time.perf_counter()
-        _step(model, inputs, labels, device, bf16)  # compiles
-        _sync(device)
+        training_step(model, inputs, labels, device, bf16)  # compiles
+        sync_device(device)
         out["compile_s"] = round(time.perf_counter() - t0, 2)
-    _step(model, inputs, labels, device, bf16)  # warm-up: allocator, kernels (cuDNN autotuning)
-    _sync(device)
+    training_step(model, inputs, labels, device, bf16)  # warm-up: allocator, kernels (cuDNN autotuning)
+    sync_device(device)
     times = []
     for _ in range(iters):
         t0 = time.perf_counter()
-        _step(model, inputs, labels, device, bf16)
-        _sync(device)
+        training_step(model, inputs, labels, device, bf16)
+        sync_device(device)
         times.append(time.perf_counter() - t0)
     step = sorted(times)[len(times) // 2]
     out.update(preset=preset, batch=batch, crop=crop, bf16=bf16, iters=iters, step_s_median=round(step, 5),
@@ -129,9 +129,9 @@ def _ddp_worker(rank: int, world: int, port: int, preset: str, batch: int, crop:
         dev = f"cuda:{rank}" if device == "cuda" else "cpu"
         if device == "cuda":
             torch.cuda.set_device(rank)
-        from avsf.models.bench import _setup
+        from avsf.models.bench import setup_step
 
-        model, inputs, labels, _ = _setup(preset, batch=batch, crop=crop, device=dev)
+        model, inputs, labels, _ = setup_step(preset, batch=batch, crop=crop, device=dev)
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[rank] if device == "cuda" else None,
                                                         find_unused_parameters=False)
         times = []
@@ -190,7 +190,7 @@ def _small_config(*, device: str, root: str):
     from avsf.presets import get_preset
 
     if device == "cuda":
-        overrides = [*experiments._SMALL_OVERRIDES, f"data.synthetic_root={root}", "solver.epochs=5",
+        overrides = [*experiments.SMALL_OVERRIDES, f"data.synthetic_root={root}", "solver.epochs=5",
                      "solver.warmup_epochs=1", f"data.limit_videos={SMALL_VIDEOS}", "eval_every=5",
                      "data.num_temporal_views=1", "device=cuda", "bf16=true"]
         cfg = get_preset(GPU_PRESET).with_overrides(overrides)
@@ -203,14 +203,14 @@ def _small_config(*, device: str, root: str):
 
 def _loader(*, cfg, appetite: float, clips: int) -> dict:
     """The training loader of `cfg` (its workers, sampling and sizes) on its built-in data."""
-    from avsf.data.bench import _time_loader
+    from avsf.data.bench import time_loader
     from avsf.engine import runtime
 
     dataset = runtime.build_dataset(cfg, "train")
     dataset.set_epoch(0, cfg.solver.epochs)
     batch = cfg.solver.batch_size
     # at least 4 batches: the first (worker start-up) is left out of the steady rate
-    timed = _time_loader(dataset, workers=cfg.data.num_workers, clips=min(max(clips, 4 * batch), len(dataset)),
+    timed = time_loader(dataset, workers=cfg.data.num_workers, clips=min(max(clips, 4 * batch), len(dataset)),
                          batch_size=batch)
     given = timed["steady_clips_per_s"]
     if given != given:  # NaN: too few batches for a steady rate

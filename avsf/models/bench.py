@@ -75,7 +75,7 @@ class _RssSampler:
         self.peak = max(self.peak, self.current())
 
 
-def _step(model: torch.nn.Module, batch: dict[str, torch.Tensor], labels: torch.Tensor, device: str,
+def training_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], labels: torch.Tensor, device: str,
           bf16: bool) -> None:
     with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
         out = model(batch, drop_audio=False)
@@ -87,12 +87,12 @@ def _step(model: torch.nn.Module, batch: dict[str, torch.Tensor], labels: torch.
     model.zero_grad(set_to_none=True)
 
 
-def _sync(device: str) -> None:
+def sync_device(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
 
 
-def _setup(preset: str, *, batch: int, crop: int | None, device: str):
+def setup_step(preset: str, *, batch: int, crop: int | None, device: str):
     """(model in training mode, inputs with AVS negatives when the preset has AVS, labels, crop)."""
     run_cfg = get_preset(preset)
     cfg = run_cfg.model
@@ -140,21 +140,21 @@ def _threads(threads: int | None):
 
 def _bench_model(*, preset: str, batch: int, crop: int | None, iters: int, device: str, bf16: bool,
                  profile: bool) -> dict:
-    model, inputs, labels, crop = _setup(preset, batch=batch, crop=crop, device=device)
+    model, inputs, labels, crop = setup_step(preset, batch=batch, crop=crop, device=device)
 
     rss_before = _RssSampler.current()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    _step(model, inputs, labels, device, bf16)  # warm-up: allocator, oneDNN kernels
-    _sync(device)
+    training_step(model, inputs, labels, device, bf16)  # warm-up: allocator, oneDNN kernels
+    sync_device(device)
     times = []
     load_before = os.getloadavg()[0]
     cpu0 = time.process_time()
     with _RssSampler() as rss:
         for _ in range(iters):
             t0 = time.perf_counter()
-            _step(model, inputs, labels, device, bf16)
-            _sync(device)
+            training_step(model, inputs, labels, device, bf16)
+            sync_device(device)
             times.append(time.perf_counter() - t0)
     cpu_per_step = (time.process_time() - cpu0) / iters
     step = sorted(times)[len(times) // 2]
@@ -188,8 +188,8 @@ def _profile_ops(model, inputs, labels, device: str, bf16: bool, top: int = 12) 
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with profile(activities=acts) as prof:
-        _step(model, inputs, labels, device, bf16)
-        _sync(device)
+        training_step(model, inputs, labels, device, bf16)
+        sync_device(device)
     events = prof.key_averages()
     attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
     total = sum(getattr(e, attr) for e in events) or 1.0
@@ -233,7 +233,7 @@ def _profile_stages(model, inputs, device: str, bf16: bool, step_s: float) -> li
             with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
                 out = mod(*args)
             out.float().sum().backward()
-            _sync(device)
+            sync_device(device)
             times.append(time.perf_counter() - t0)
         model.zero_grad(set_to_none=True)
         rows.append({"stage": name, "ms": 1e3 * sorted(times)[1], "share_of_step": sorted(times)[1] / step_s})
@@ -272,7 +272,7 @@ PYTORCHVIDEO_VERSION = "0.1.5"
 
 def _train_step(model: torch.nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> Callable[[], None]:
     """One of our training steps (fp32, laterals live) as a closure."""
-    return lambda: _step(model, inputs, labels, "cpu", False)
+    return lambda: training_step(model, inputs, labels, "cpu", False)
 
 
 def _import_pytorchvideo():
@@ -331,12 +331,12 @@ def _contender_step(spec: dict) -> Callable[[], None]:
     (`preset`, `batch`, `crop`, `avs`) or "pytorchvideo" (on our R50 preset's input: same seeds,
     same tensors)."""
     if spec["kind"] == "ours":
-        model, inputs, labels, _ = _setup(spec["preset"], batch=spec["batch"], crop=spec["crop"], device="cpu")
+        model, inputs, labels, _ = setup_step(spec["preset"], batch=spec["batch"], crop=spec["crop"], device="cpu")
         shapes = {k: list(v.shape) for k, v in inputs.items()}
         if not spec["avs"]:
             inputs = {k: v for k, v in inputs.items() if k != "audio_neg"}
         return _train_step(model, inputs, labels), shapes
-    model, inputs, labels, crop = _setup(R50_PRESET, batch=spec["batch"], crop=spec["crop"], device="cpu")
+    model, inputs, labels, crop = setup_step(R50_PRESET, batch=spec["batch"], crop=spec["crop"], device="cpu")
     num_classes = model.cfg.num_classes
     del model
     return _pytorchvideo_step(crop=crop, batch=inputs, labels=labels, num_classes=num_classes), {}
