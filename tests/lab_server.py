@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -15,17 +14,13 @@ from typing import Iterator, NamedTuple
 import pytest
 import requests
 
+from avsf.engine.distributed import free_port
+
 
 class Lab(NamedTuple):
     base: str  # http://127.0.0.1:<port>
     headers: dict[str, str]  # the token, for the REST API
     token: str
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

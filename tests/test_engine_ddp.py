@@ -3,18 +3,12 @@ same step as one process with the whole batch. Ranks come from torchrun-style va
 
 import multiprocessing as mp
 import os
-import socket
 
 import pytest
 import torch
 
 from avsf.engine import distributed as ddp
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cfg(batch_size: int):
@@ -76,7 +70,7 @@ def test_detect_reads_submitit_job_environment():
 def test_two_gloo_processes_equal_one_process_on_the_same_global_batch(tmp_path):
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    port = _free_port()
+    port = ddp.free_port()
     procs = [ctx.Process(target=_worker, args=(r, 2, port, str(tmp_path / "ddp"), 4, queue)) for r in range(2)]
     for p in procs:
         p.start()
@@ -89,7 +83,7 @@ def test_two_gloo_processes_equal_one_process_on_the_same_global_batch(tmp_path)
 
     assert len(event_files(tmp_path / "ddp")) == 1  # TensorBoard events from rank 0 only
 
-    single = ctx.Process(target=_worker, args=(0, 1, _free_port(), str(tmp_path / "one"), 8, queue))
+    single = ctx.Process(target=_worker, args=(0, 1, ddp.free_port(), str(tmp_path / "one"), 8, queue))
     single.start()
     _, top1_single, err = queue.get(timeout=240)
     single.join(timeout=60)

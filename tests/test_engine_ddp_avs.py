@@ -13,20 +13,15 @@ A one-process run on the whole batch of 8 at once differs by 0.16 after the same
 
 import multiprocessing as mp
 import os
-import socket
 
 import pytest
 import torch
 
+from avsf.engine import distributed as ddp
 from avsf.models.droppathway import draw_droppathway
 
 EPOCHS = 2  # the AVS curriculum switches to hard negatives halfway
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cfg(smoke_parent: str, overrides: dict):
@@ -56,7 +51,7 @@ def _worker(rank: int, world: int, port: int, run_dir: str, smoke_parent: str, o
 
 
 def _run(ctx, world: int, run_dir, smoke_parent, overrides: dict) -> list:
-    queue, port = ctx.Queue(), _free_port()
+    queue, port = ctx.Queue(), ddp.free_port()
     procs = [ctx.Process(target=_worker, args=(r, world, port, str(run_dir), smoke_parent, overrides, queue))
              for r in range(world)]
     for p in procs:

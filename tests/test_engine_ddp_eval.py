@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import socket
 
 import pytest
 import torch
 
+from avsf.engine import distributed as ddp
+
 VIDEOS, VIEWS = 7, 5  # 35 items: not a multiple of 2 or 3
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _setup(kind: str, synthetic_root: str):
@@ -65,7 +61,7 @@ def _worker(rank: int, world_size: int, port: int, kind: str, synthetic_root: st
 
 def _predict(world_size: int, kind: str, synthetic_root: str):
     ctx = mp.get_context("spawn")
-    queue, port = ctx.Queue(), _free_port()
+    queue, port = ctx.Queue(), ddp.free_port()
     procs = [ctx.Process(target=_worker, args=(r, world_size, port, kind, synthetic_root, queue))
              for r in range(world_size)]
     for p in procs:

@@ -8,18 +8,14 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import socket
 
 import pytest
 import torch
 
+from avsf.engine import distributed as ddp
+
 STOP_AFTER = 3  # the rank told to stop learns it at its third step (of 8)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _StopAt:
@@ -57,7 +53,7 @@ def _worker(rank: int, port: int, run_dir: str, stop_rank: int | None, queue) ->
 
 def _run(run_dir, stop_rank=None) -> list[dict]:
     ctx = mp.get_context("spawn")
-    queue, port = ctx.Queue(), _free_port()
+    queue, port = ctx.Queue(), ddp.free_port()
     procs = [ctx.Process(target=_worker, args=(r, port, str(run_dir), stop_rank, queue)) for r in range(2)]
     for p in procs:
         p.start()

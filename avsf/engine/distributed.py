@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import zlib
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -122,3 +123,11 @@ def broadcast_object(obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now: MASTER_PORT for a group of local
+    processes (spawned DDP checks and tests)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

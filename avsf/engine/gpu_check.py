@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import tempfile
 import time
 import traceback
@@ -35,6 +34,7 @@ from typing import Any, Callable
 
 import torch
 
+from avsf.engine.distributed import free_port
 from avsf.errors import UserError
 
 # Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from the vendors' data sheets; matched
@@ -113,11 +113,6 @@ def _with_mfu(step: dict, *, gflops_per_clip: float, peak_tflops: float | None) 
     return step
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _ddp_worker(rank: int, world: int, port: int, preset: str, batch: int, crop: int, device: str, bf16: bool,
                 iters: int, queue) -> None:
@@ -163,7 +158,7 @@ def _ddp(*, preset: str, batch: int, crop: int, device: str, bf16: bool, iters: 
     world = min(2, torch.cuda.device_count()) if device == "cuda" else 2
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_ddp_worker, args=(r, world, port, preset, batch, crop, device, bf16, iters, queue))
              for r in range(world)]
     for p in procs:
