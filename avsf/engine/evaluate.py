@@ -72,9 +72,10 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
         raise UserError(f"{path} cannot be read as a run config ({e}); train anew with --fresh") from None
 
 
-def evaluate(run_dir: str | Path) -> dict[str, Any]:
+def evaluate(run_dir: str | Path, *, dataset: Any = None) -> dict[str, Any]:
     """Test the newest valid checkpoint of `run_dir` (multi-view, the config's views) and
-    write ``final.json``; returns its contents."""
+    write ``final.json``; returns its contents. ``dataset``: the test split, when the caller has
+    already built it from the same config (listing and checking a split of real files is slow)."""
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     device = runtime.resolve_device(cfg.device)
@@ -97,8 +98,9 @@ def evaluate(run_dir: str | Path) -> dict[str, Any]:
         log.info("testing %s on %s (%d x %d views)", path, split, cfg.data.num_temporal_views,
                  cfg.data.num_spatial_views)
         t0 = time.perf_counter()
-        metrics = task.evaluate(model, runtime.build_dataset(cfg, split), device=device, rank=info.rank,
-                                world_size=info.world_size)
+        if dataset is None:
+            dataset = runtime.build_dataset(cfg, split)
+        metrics = task.evaluate(model, dataset, device=device, rank=info.rank, world_size=info.world_size)
         final = {}
         if info.is_main:
             init = run_dir / INIT_RECORD  # the checkpoint a transfer run started from
@@ -150,4 +152,4 @@ def evaluate_file(path: str | Path, cfg: RunConfig, out_dir: str | Path) -> dict
     step = int(state.get("step", 0))
     save_checkpoint({"model": state["model"], "optimizer": {}, "step": step, "epoch": 0, "batch_in_epoch": 0,
                      "rng": capture_rng_state(), "source_file": path.name}, ckpt_dir=out_dir / "checkpoints", keep=1)
-    return evaluate(out_dir)
+    return evaluate(out_dir, dataset=split_set)
