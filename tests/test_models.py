@@ -309,8 +309,9 @@ def test_fused_time_freq_branches_equal_the_two_branches(variant, stride):
             (y1, g1, p1, s1), (y2, g2, p2, s2) = outs
             torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-4)
-            for name in p1:
-                torch.testing.assert_close(p1[name], p2[name], rtol=1e-4, atol=1e-4, msg=name)
+            for name in p1:  # sums over the batch: fp32 rounding scales with the gradient's size
+                scale = float(p2[name].abs().max())  # (~500 here; AVX2 and AVX-512 kernels round apart)
+                torch.testing.assert_close(p1[name], p2[name], rtol=1e-4, atol=1e-4 + 1e-5 * scale, msg=name)
             for name in s1:
                 torch.testing.assert_close(s1[name], s2[name], rtol=1e-5, atol=1e-6, msg=name)
     assert int(fused.time[1].num_batches_tracked) == 2
