@@ -42,6 +42,23 @@ def _configs(data_dir: Path) -> dict[str, Any]:
     }
 
 
+def four_class_split(src: Path, out: Path) -> Path:
+    """Split files for 4 classes of the built-in dataset in `src`: 8 training, 4 val, 4 test videos."""
+    out.mkdir(parents=True, exist_ok=True)
+    names = json.loads((src / "classnames.json").read_text())
+    (out / "classnames.json").write_text(json.dumps({k: v for k, v in names.items() if v < 4}))
+    for split, per_class in (("train", 2), ("val", 1), ("test", 1)):
+        taken: dict[int, int] = {}
+        lines = []
+        for line in (src / f"{split}.csv").read_text().splitlines():
+            label = int(line.split()[-1]) if line.strip() else 99
+            if label < 4 and taken.get(label, 0) < per_class:
+                lines.append(line)
+                taken[label] = taken.get(label, 0) + 1
+        (out / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    return out
+
+
 def _machine_free(final: dict[str, Any], sweep_dir: Path) -> dict[str, Any]:
     # the environment fingerprint describes the machine (CPU flags, versions), not the computation
     final = {k: v for k, v in final.items() if k not in FINAL_TIMING and k != "environment"}

@@ -63,22 +63,11 @@ def slurm_cluster():
 def tiny_split(tmp_path_factory) -> Path:
     """Split files for 4 classes of the built-in dataset: 8 training, 4 val and 4 test videos,
     so that a run trains 20 steps of 4 clips (enough for the preemption test to act twice mid-run) and tests in seconds of CPU."""
+    import task_runs
     from avsf.data.synthetic import ensure_synthetic
 
     src = Path(ensure_synthetic(SYNTH_ROOT, "smoke", 0))
-    out = tmp_path_factory.mktemp("tiny_split")
-    names = json.loads((src / "classnames.json").read_text())
-    (out / "classnames.json").write_text(json.dumps({k: v for k, v in names.items() if v < 4}))
-    for split, per_class in (("train", 2), ("val", 1), ("test", 1)):
-        taken: dict[int, int] = {}
-        lines = []
-        for line in (src / f"{split}.csv").read_text().splitlines():
-            label = int(line.split()[-1]) if line.strip() else 99
-            if label < 4 and taken.get(label, 0) < per_class:
-                lines.append(line)
-                taken[label] = taken.get(label, 0) + 1
-        (out / f"{split}.csv").write_text("\n".join(lines) + "\n")
-    return out
+    return task_runs.four_class_split(src, tmp_path_factory.mktemp("tiny_split"))
 
 
 def _cfg(preset: str, seed: int, split_dir: Path, **extra) -> RunConfig:
@@ -191,6 +180,28 @@ def test_preempted_run_resumes_from_its_checkpoint_and_matches_the_undisturbed_r
     assert _comparable(final) == _comparable(undisturbed)
 
 
+def test_a_slurm_run_equals_the_same_config_trained_in_this_process(finished_sweep, sweep_configs, tmp_path):
+    """Issue 17, part 2: the Slurm door gives the final.json and metrics.jsonl of `train()` here,
+    at the thread count the job recorded (tests/test_run_identity.py covers the other doors)."""
+    import torch
+
+    import task_runs
+    from avsf.engine.train import train
+
+    sweep_dir, _, _ = finished_sweep
+    cfg = sweep_configs[0]
+    slurm_dir = launch.run_dir_for(cfg, sweep_dir)
+    threads = json.loads((slurm_dir / "final.json").read_text())["environment"]["torch_threads"]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        train(cfg, tmp_path / "here")
+    finally:
+        torch.set_num_threads(before)
+    assert json.loads((tmp_path / "here" / "final.json").read_text())["environment"]["torch_threads"] == threads
+    assert task_runs.comparable(tmp_path / "here") == task_runs.comparable(slurm_dir)
+
+
 def test_a_failing_run_reports_its_error_in_status(tiny_split, tmp_path, capsys):
     cfg = _cfg("slowfast_tiny", 0, tiny_split, **{"data.dataset": "kinetics", "data.root": str(tmp_path / "no_kinetics"),
                                                  "data.split_dir": ""})
@@ -207,10 +218,12 @@ def test_a_failing_run_reports_its_error_in_status(tiny_split, tmp_path, capsys)
 
 
 def test_a_two_process_run_trains_as_one_ddp_group_from_the_slurm_environment(tiny_split, tmp_path):
+    """AVSlowFast tiny (AVS, DropPathway) as 2 Slurm tasks of one job: one DDP group, and the same
+    final.json and weights as the one-process run it stands for (solver.accumulate=2, issue 19)."""
     import dataclasses
 
     profile = dataclasses.replace(launch.load_cluster("local"), cpu_tasks_per_node=2)  # gloo stands in for NCCL
-    cfg = _cfg("slowfast_tiny", 0, tiny_split, **{"solver.epochs": 2})
+    cfg = _cfg("avslowfast_tiny", 0, tiny_split, **{"solver.epochs": 2, "tensorboard": "false"})
     report = launch.submit([cfg], backend="slurm", sweep_dir=tmp_path, cluster=profile, job_fn=JOB_FN)
     sbatch = next((tmp_path / launch.SUBMITIT_DIR).rglob("*_submission.sh")).read_text()
     assert "#SBATCH --ntasks-per-node=2" in sbatch
@@ -222,6 +235,15 @@ def test_a_two_process_run_trains_as_one_ddp_group_from_the_slurm_environment(ti
     assert "2 process(es)" in (run_dir / "log.txt").read_text()  # the trainer saw a group of two
     starts = [l for l in (run_dir / "launch.log").read_text().splitlines() if "started" in l]
     assert len(starts) == 1 and report.jobs[0] in starts[0]  # rank 0 alone keeps the books
+    from avsf.engine.checkpoint import load_latest
+    from avsf.engine.train import train
+
+    one = train(cfg.with_overrides({"solver.accumulate": 2}), tmp_path / "one_process")
+    two = json.loads((run_dir / "final.json").read_text())
+    for key in ("top1", "top5", "per_class_accuracy", "confusion_matrix", "step"):
+        assert two[key] == one[key], key
+    a, b = (load_latest(d / "checkpoints")[0]["model"] for d in (run_dir, tmp_path / "one_process"))
+    assert max(float((a[k].double() - b[k].double()).abs().max()) for k in a) <= 1e-5
 
 
 def test_a_transfer_row_is_queued_at_once_and_waits_for_its_pretraining_run(tmp_path, monkeypatch):
