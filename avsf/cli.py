@@ -22,6 +22,7 @@ COMMANDS = {
     "sweep": "sweep",
     "status": "status",
     "report": "report",
+    "verify-results": "verify_results",
 }
 
 

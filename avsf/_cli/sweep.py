@@ -51,7 +51,7 @@ def add_arguments(p) -> None:
                    help="with --wait: give up after this long (default: no limit)")
 
 
-def _data_roots(items: list[str]) -> dict[str, str] | None:
+def parse_data_roots(items: list[str]) -> dict[str, str] | None:
     from avsf.errors import UserError
 
     roots = {}
@@ -68,7 +68,7 @@ def run(args) -> int:
     from avsf.grid import build_grid, run_grid
 
     profile = launch.load_cluster(args.cluster)  # a bad profile fails before anything is built
-    grid = build_grid(args.name, scale=args.scale, seeds=args.seeds, data_roots=_data_roots(args.data_root),
+    grid = build_grid(args.name, scale=args.scale, seeds=args.seeds, data_roots=parse_data_roots(args.data_root),
                       overrides=args.overrides, rows=args.rows.split(",") if args.rows is not None else None)
     if not grid.runs:
         print(f"avsf sweep: {args.name} has no runs at scale {args.scale}", file=sys.stderr)

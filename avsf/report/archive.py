@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
@@ -41,7 +42,7 @@ from avsf.launch import run_name
 from avsf.portable import ABSOLUTE_IN_TEXT, anchors_for, hash_form, scrub_paths
 from avsf.report.collect import ENSEMBLE_SEP, LATE_FUSION_DIR, late_fusion_cache_name
 from avsf.report.params import Params
-from avsf.report.provenance import collect_provenance, provenance_markdown
+from avsf.report.provenance import collect_provenance, data_record, environment_record, provenance_markdown
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -182,19 +183,37 @@ def archive_runs(runs: "pd.DataFrame", *, run_dirs: Mapping[str, os.PathLike], o
     return names
 
 
-def _runs_wall_time_s(runs: "pd.DataFrame", run_dirs: Mapping[str, os.PathLike]) -> float | None:
-    total, seen = 0.0, set()
-    for cell in _finished_runs(runs):
-        for name in members(cell):
-            if name in seen or name not in run_dirs:
-                continue
-            seen.add(name)
+def _runs_record(runs: "pd.DataFrame", run_dirs: Mapping[str, os.PathLike], *,
+                 started: float | None = None) -> dict[str, Any]:
+    """What provenance.json says of the runs behind the table, from their directories:
+    ``runs_wall_time_s`` (their train + test time, summed; None without a run directory),
+    ``data`` (checksum digest of every dataset read), ``environments`` (their machine
+    fingerprints), ``runs`` (how many) and ``runs_reused`` (how many had finished before the
+    render ``started``, a time.time(): the wall time then covers only the rest)."""
+    configs, finals = [], []
+    names = dict.fromkeys(n for cell in (_finished_runs(runs) if len(runs) else []) for n in members(cell))
+    reused, total, found = 0, 0.0, False
+    for name in names:
+        if name not in run_dirs:
+            continue
+        d = Path(run_dirs[name])
+        found = True
+        for target, fname in ((configs, "config.json"), (finals, "final.json")):
             try:
-                final = json.loads((Path(run_dirs[name]) / "final.json").read_text())
+                target.append(json.loads((d / fname).read_text()))
             except (OSError, json.JSONDecodeError):
-                continue
-            total += sum(float(final.get(k) or 0.0) for k in ("train_wall_time_s", "test_wall_time_s"))
-    return total if seen else None
+                target.append({})
+        total += sum(float(finals[-1].get(k) or 0.0) for k in ("train_wall_time_s", "test_wall_time_s"))
+        if started is not None:
+            try:
+                reused += (d / "final.json").stat().st_mtime < started
+            except OSError:
+                pass
+    out: dict[str, Any] = {"runs_wall_time_s": total if found else None, "data": data_record(configs),
+                           "environments": environment_record(finals), "runs": len(names)}
+    if started is not None:
+        out["runs_reused"] = reused
+    return out
 
 
 def process_wall_time_s() -> float | None:
@@ -249,9 +268,11 @@ def record_table(runs: "pd.DataFrame", *, params: Params, run_dirs: Mapping[str,
         return provenance_markdown(json.loads(path.read_text()))
     if len(runs):
         archive_runs(runs, run_dirs=run_dirs, output_dir=out, fusion_cache=fusion_cache)
-    record = collect_provenance(wall_time_s=process_wall_time_s() if wall_time_s is None else wall_time_s,
-                                runs_wall_time_s=_runs_wall_time_s(runs, run_dirs) if len(runs) else None)
+    wall_time_s = process_wall_time_s() if wall_time_s is None else wall_time_s
+    runs_record = _runs_record(runs, run_dirs, started=None if wall_time_s is None else time.time() - wall_time_s)
+    record = collect_provenance(wall_time_s=wall_time_s, runs_wall_time_s=runs_record.pop("runs_wall_time_s"))
     record["settings"] = notebook_settings(params)
+    record.update(runs_record)
     _write_json(path, record)
     return provenance_markdown(record)
 

@@ -14,7 +14,7 @@ import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from avsf.fingerprint import UNKNOWN, cpu_model, gpu_models
 
@@ -76,6 +76,64 @@ def collect_provenance(*, repo: str | os.PathLike | None = None, wall_time_s: fl
             "runs_wall_time_s": None if runs_wall_time_s is None else round(float(runs_wall_time_s), 1)}
 
 
+def _manifest_for(folder: Path) -> dict[str, Any] | None:
+    """The built-in dataset's manifest of ``folder``, or of the dataset it lies in (a view or
+    split folder below it); None when there is none (or it is unreadable)."""
+    from avsf.data.synthetic.dataset import read_manifest  # noqa: PLC0415
+
+    for candidate in (folder, *list(folder.parents)[:3]):
+        manifest = read_manifest(candidate)
+        if manifest is not None:
+            return manifest
+    return None
+
+
+def data_record(configs: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The data the runs read, by portable folder (``<synthetic>/smoke-seed0``): the built-in
+    dataset's checksum digest, its check outcome and generator version from its manifest.json
+    (:mod:`avsf.data.synthetic.checksums`); a user dataset, which has none, says so."""
+    from avsf.portable import portable_folder  # noqa: PLC0415
+
+    out: dict[str, dict[str, Any]] = {}
+    for cfg in configs:
+        data = cfg.get("data", {}) if isinstance(cfg, dict) else {}
+        synthetic = str(data.get("synthetic_root") or "")
+        if data.get("root"):
+            folder = Path(str(data["root"]))
+        elif synthetic:
+            folder = Path(synthetic) / f"{data.get('synthetic_scale')}-seed{data.get('synthetic_seed')}"
+        else:
+            continue
+        key = portable_folder(str(folder), synthetic_root=synthetic)
+        if key in out:
+            continue
+        m = _manifest_for(folder)
+        if m is None:
+            out[key] = {"check": "no manifest (not the built-in data)"}
+            continue
+        sums = m.get("checksums") or {}
+        out[key] = {"digest": sums.get("digest"), "check": sums.get("check", "not recorded"),
+                    "generator_version": m.get("generator_version")}
+    return out
+
+
+def environment_record(finals: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs' environment fingerprints (final.json ``environment``: torch, CPU model and flags,
+    thread count), each with how many runs had it: what a rerun must match to give the same bytes."""
+    seen: list[dict[str, Any]] = []
+    for final in finals:
+        env = final.get("environment")
+        if env is None:
+            continue
+        for entry in seen:
+            if entry["environment"] == env:
+                entry["runs"] += 1
+                break
+        else:
+            seen.append({"environment": env, "runs": 1})
+    return seen
+
+
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "unknown"
@@ -103,5 +161,19 @@ def provenance_markdown(record: dict[str, Any]) -> str:
     times = f"wall time {_duration(record.get('wall_time_s'))}"
     if record.get("runs_wall_time_s") is not None:
         times += f" (runs: {_duration(record['runs_wall_time_s'])} of train + test, summed)"
-    return (f"Made at commit `{short}`{dirty} with {versions}; machine: {m.get('cpu', UNKNOWN)}, "
+    if record.get("runs_reused"):
+        times += (f", {record['runs_reused']} of {record.get('runs', '?')} runs finished before this render "
+                  f"and reused (the wall time leaves them out)")
+    text = (f"Made at commit `{short}`{dirty} with {versions}; machine: {m.get('cpu', UNKNOWN)}, "
             f"{cores}{gpu}; {times}.")
+    data = record.get("data") or {}
+    if data:
+        text += " Data: " + "; ".join(
+            f"{k} (checksums {str(v.get('digest'))[:12]}, {v.get('check')})" if v.get("digest") else f"{k} ({v.get('check')})"
+            for k, v in data.items()) + "."
+    envs = record.get("environments") or []
+    if envs:
+        threads = sorted({e["environment"].get("torch_threads") for e in envs}, key=str)
+        text += (f" Runs: {len(envs)} environment fingerprint(s), {', '.join(map(str, threads))} intra-op thread(s) "
+                 f"(provenance.json lists them; `avsf verify-results` reruns and compares).")
+    return text
