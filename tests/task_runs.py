@@ -107,7 +107,10 @@ def run_all(sweep_dir: Path, data_dir: Path, *, names: tuple[str, ...] | None = 
 
 def environment() -> dict[str, str]:
     """What the numbers depend on besides the code: the same code on another CPU or torch may
-    round differently."""
+    round differently. The model name alone does not say it: "AMD EPYC" names chips with and
+    without AVX-512, whose vector kernels sum in other orders, hence ATen's dispatch level beside
+    it. Rounding is not always small here: detect's per-class AP over a few clips moved 16.7 ->
+    15.2 when 70bdfe4 only changed the memory layout of a BN."""
     import torch
 
     cpu = ""
@@ -116,7 +119,8 @@ def environment() -> dict[str, str]:
                     if line.startswith("model name")), "")
     except OSError:
         pass
-    return {"torch": torch.__version__, "machine": platform.machine(), "cpu": cpu or platform.processor()}
+    return {"torch": torch.__version__, "machine": platform.machine(), "cpu": cpu or platform.processor(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 if __name__ == "__main__":
