@@ -113,7 +113,6 @@ def _with_mfu(step: dict, *, gflops_per_clip: float, peak_tflops: float | None) 
     return step
 
 
-
 def _ddp_worker(rank: int, world: int, port: int, preset: str, batch: int, crop: int, device: str, bf16: bool,
                 iters: int, queue) -> None:
     """One DDP process: a few steps of `preset`, then the per-rank gradient checksums."""
