@@ -119,6 +119,18 @@ def test_an_archived_run_names_no_path_and_keeps_its_hash(tmp_path):
     assert len(lines) == 5 and json.loads(lines[-1])["kind"] == "test"  # the torn line is gone
 
 
+def test_a_run_restored_from_an_archive_archives_as_before(tmp_path):
+    """results/<nb>/runs/<run>/ copied back into a sweep (another table reusing the run) has no
+    launch.json: its submitted.json stands for it."""
+    entry = _fake_run(tmp_path / "sweeps", "sectionA3_per_class_gain", "avslowfast", 0, 42.0)
+    src = R.run_dir_of(entry.config, tmp_path / "sweeps")
+    first = A.archive_run(src, tmp_path / "results" / "a" / "runs" / src.name)
+    restored = tmp_path / "sweeps2" / src.name
+    shutil.copytree(first, restored)
+    again = A.archive_run(restored, tmp_path / "results" / "b" / "runs" / src.name)
+    assert {p.name: p.read_bytes() for p in again.iterdir()} == {p.name: p.read_bytes() for p in first.iterdir()}
+
+
 def test_an_unfinished_run_is_not_archived(tmp_path):
     (tmp_path / "run").mkdir()
     with pytest.raises(UserError, match="no final.json"):

@@ -84,11 +84,16 @@ def _scrub_jsonl(text: str, anchors) -> str:
 
 
 def _submitted_config(run_dir: Path) -> dict[str, Any] | None:
-    """The config the launcher submitted (launch.json): what the run's name is the hash of."""
-    try:
-        return json.loads((run_dir / "launch.json").read_text()).get("config")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return None
+    """The config the launcher submitted (launch.json): what the run's name is the hash of. A run
+    restored into a sweep from an archive (results/<nb>/runs/<run>/ copied back, so that another
+    table reuses it) has no launch.json but its submitted.json, already in portable form."""
+    for name, key in (("launch.json", "config"), (SUBMITTED_FILE, None)):
+        try:
+            record = json.loads((run_dir / name).read_text())
+            return record.get(key) if key else record
+        except (OSError, json.JSONDecodeError, AttributeError):
+            continue
+    return None
 
 
 def archive_run(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
