@@ -148,3 +148,21 @@ def test_the_sweep_the_table_came_from_is_refused(tmp_path, table):
         verify_table(out, sweep_dir=sweep, backend="debug")
     with pytest.raises(UserError, match="rows"):
         verify_table(out, sweep_dir=tmp_path / "v", backend="debug", rows=["no_such_row"])
+
+
+def test_the_data_record_reads_a_restored_runs_portable_config(tmp_path, monkeypatch):
+    """A run copied back from results/<nb>/runs/ names its data as ``<synthetic>/...``: the
+    record looks for the manifest where this project keeps the built-in data."""
+    from avsf import experiments
+    from avsf.report.provenance import data_record
+
+    dataset = tmp_path / "data" / "synthetic" / "smoke-seed0"
+    dataset.mkdir(parents=True)
+    (dataset / "manifest.json").write_text(json.dumps({"generator_version": 7, "checksums": {"digest": "abc",
+                                                                                                "check": "ok"}}))
+    monkeypatch.setattr(experiments, "project_root", lambda: tmp_path)
+    portable = {"data": {"synthetic_root": "<synthetic>", "synthetic_scale": "smoke", "synthetic_seed": 0}}
+    absolute = {"data": {"synthetic_root": str(tmp_path / "data" / "synthetic"), "synthetic_scale": "smoke",
+                         "synthetic_seed": 0}}
+    expected = {"<synthetic>/smoke-seed0": {"digest": "abc", "check": "ok", "generator_version": 7}}
+    assert data_record([portable]) == data_record([absolute]) == expected

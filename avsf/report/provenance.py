@@ -88,6 +88,18 @@ def _manifest_for(folder: Path) -> dict[str, Any] | None:
     return None
 
 
+def _on_this_machine(folder: Path) -> Path:
+    """A folder named in portable form (``<synthetic>/smoke-seed0``: the config of a run restored
+    into a sweep from results/) where the built-in data lives in this project."""
+    from avsf.experiments import project_root  # noqa: PLC0415
+    from avsf.portable import SYNTHETIC  # noqa: PLC0415
+
+    parts = folder.parts
+    if parts and parts[0] == SYNTHETIC:
+        return project_root().joinpath("data", "synthetic", *parts[1:])
+    return folder
+
+
 def data_record(configs: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The data the runs read, by portable folder (``<synthetic>/smoke-seed0``): the built-in
     dataset's checksum digest, its check outcome and generator version from its manifest.json
@@ -107,7 +119,7 @@ def data_record(configs: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         key = portable_folder(str(folder), synthetic_root=synthetic)
         if key in out:
             continue
-        m = _manifest_for(folder)
+        m = _manifest_for(_on_this_machine(folder))
         if m is None:
             out[key] = {"check": "no manifest (not the built-in data)"}
             continue
