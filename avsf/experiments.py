@@ -413,6 +413,12 @@ def project_root() -> Path:
     return here if (here / "pyproject.toml").exists() else Path.cwd()
 
 
+def built_in_data_root() -> Path:
+    """Where this project generates and keeps the built-in dataset (``<synthetic>`` of a portable
+    config)."""
+    return project_root() / "data" / "synthetic"
+
+
 def _preset_for(row: Row, scale: str) -> str:
     if scale == "paper" and (row.dataset, row.family) in _PAPER_DATASET_PRESETS:
         return _PAPER_DATASET_PRESETS[(row.dataset, row.family)]
@@ -440,7 +446,7 @@ def _data_overrides(row: Row, scale: str, data_roots: dict[str, str | None]) -> 
     from avsf.data.synthetic import GENERATOR_VERSION  # noqa: PLC0415 (the data stack is heavy)
     from avsf.data.synthetic.views import synthetic_view_dir  # noqa: PLC0415
 
-    synthetic_root = str(project_root() / "data" / "synthetic")
+    synthetic_root = str(built_in_data_root())
     # the version is part of the run's identity: runs of an older built-in dataset are not reused
     out = [f"data.synthetic_root={synthetic_root}", f"data.synthetic_version={GENERATOR_VERSION}"]
     if row.dataset == "kinetics" and row.family.endswith("_pretrain") and scale == "smoke":

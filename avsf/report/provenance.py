@@ -91,12 +91,12 @@ def _manifest_for(folder: Path) -> dict[str, Any] | None:
 def _on_this_machine(folder: Path) -> Path:
     """A folder named in portable form (``<synthetic>/smoke-seed0``: the config of a run restored
     into a sweep from results/) where the built-in data lives in this project."""
-    from avsf.experiments import project_root  # noqa: PLC0415
+    from avsf.experiments import built_in_data_root  # noqa: PLC0415
     from avsf.portable import SYNTHETIC  # noqa: PLC0415
 
     parts = folder.parts
     if parts and parts[0] == SYNTHETIC:
-        return project_root().joinpath("data", "synthetic", *parts[1:])
+        return built_in_data_root().joinpath(*parts[1:])
     return folder
 
 
