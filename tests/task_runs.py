@@ -111,16 +111,11 @@ def environment() -> dict[str, str]:
     without AVX-512, whose vector kernels sum in other orders, hence ATen's dispatch level beside
     it. Rounding is not always small here: detect's per-class AP over a few clips moved 16.7 ->
     15.2 when 70bdfe4 only changed the memory layout of a BN."""
-    import torch
+    from avsf.fingerprint import environment_fingerprint
 
-    cpu = ""
-    try:
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), "")
-    except OSError:
-        pass
-    return {"torch": torch.__version__, "machine": platform.machine(), "cpu": cpu or platform.processor(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    fp = environment_fingerprint()  # what every final.json records; the key keeps the fields that pick kernels
+    return {"torch": fp["torch"], "machine": platform.machine(), "cpu": fp["cpu"],
+            "cpu_capability": fp["cpu_capability"]}
 
 
 if __name__ == "__main__":
