@@ -7,6 +7,7 @@ run's). Never a host name, user name or path.
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from pathlib import Path
@@ -58,6 +59,16 @@ def cpu_flags() -> list[str]:
     return []
 
 
+# variables that cap the instruction set ATen, oneDNN and MKL dispatch to: with them an AVX-512 CPU
+# runs the AVX2 kernels (and reproduces an AVX2 machine's numbers, README "Same config, same numbers")
+KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR")
+
+
+def kernel_env() -> dict[str, str]:
+    """Those of :data:`KERNEL_ENV` set in this process, {} where none is."""
+    return {k: os.environ[k] for k in KERNEL_ENV if os.environ.get(k)}
+
+
 def environment_fingerprint() -> dict[str, Any]:
     """What a run's numbers may legitimately depend on besides its config: the torch build, the
     CPU (model, the instruction-set flags that pick kernels, torch's chosen capability) and the
@@ -69,6 +80,9 @@ def environment_fingerprint() -> dict[str, Any]:
         capability = torch.backends.cpu.get_cpu_capability()
     except (AttributeError, RuntimeError):
         capability = UNKNOWN
+    forced = kernel_env()
     return {"torch": torch.__version__, "cpu": cpu_model(), "cpu_flags": cpu_flags(), "cpu_capability": capability,
             "torch_threads": torch.get_num_threads(),
-            "cuda": torch.version.cuda if torch.cuda.is_available() else None, "gpus": gpu_models()}
+            "cuda": torch.version.cuda if torch.cuda.is_available() else None, "gpus": gpu_models(),
+            # only where set, so the fingerprint of a machine run as it comes is what it always was
+            **({"kernel_env": forced} if forced else {})}

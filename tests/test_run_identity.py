@@ -162,3 +162,17 @@ def test_another_thread_count_is_told_apart_by_the_fingerprint(setup, tmp_path):
     assert {k: v for k, v in got["environment"].items() if k != "torch_threads"} == \
         {k: v for k, v in json.loads((reference / "final.json").read_text())["environment"].items()
          if k != "torch_threads"}
+
+
+def test_a_capped_instruction_set_is_recorded_only_where_set(monkeypatch):
+    """ATEN_CPU_CAPABILITY and friends make an AVX-512 CPU run the AVX2 kernels: a run made so says
+    it in its fingerprint, and a machine run as it comes keeps the fingerprint it always had."""
+    from avsf.fingerprint import KERNEL_ENV, environment_fingerprint
+
+    for name in KERNEL_ENV:
+        monkeypatch.delenv(name, raising=False)
+    assert "kernel_env" not in environment_fingerprint()
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("MKL_CBWR", "")  # set but empty: caps nothing
+    assert environment_fingerprint()["kernel_env"] == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
