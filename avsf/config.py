@@ -23,6 +23,11 @@ AVS_STAGES = ("res2", "res3", "res4", "res5")  # junctions where AVS projections
 ARCHS = ("slowfast", "avslowfast", "audio_only", "late_fusion")
 AV_LATERALS = ("a_fs", "a_f_s", "av_nonlocal")
 DROPPATHWAY_MODES = ("laterals", "pathway")
+# model.balance: how joint training keeps one modality from dominating (issue 16). "droppathway":
+# DropPathway at model.droppathway_rate, the paper's method and every run's before the field
+# existed; "none": nothing (droppathway_rate must be 0); "ogm_ge": OGM-GE (avsf.engine.balance), on
+# top of DropPathway when droppathway_rate > 0
+BALANCE_METHODS = ("none", "droppathway", "ogm_ge")
 AUDIO_TF_BLOCKS = ("concat", "sum", "none")
 HEADS = ("softmax", "sigmoid", "epic")
 TASKS = ("classify", "detect", "pretrain")  # detect: the AVA detector of appendix A.7; pretrain: pretext tasks only
@@ -66,6 +71,11 @@ class ModelConfig:
     # DropPathway
     droppathway_rate: float = 0.8  # P_d; 0 disables
     droppathway_mode: str = "laterals"  # "laterals" (authors' code) or "pathway" (paper's prose)
+    # Modality balancing beyond DropPathway: one of BALANCE_METHODS
+    balance: str = "droppathway"
+    ogm_alpha: float = 0.1  # OGM-GE's alpha (Eq. 10); the authors recommend 0.1 for VGGSound, 0.8 for CREMA-D
+    ogm_start_epoch: int = 0  # OGM-GE modulates in epochs [start, end] (0-based, both ends included) ...
+    ogm_end_epoch: int = 50  # ... the authors' defaults
     # Hierarchical audiovisual synchronisation
     avs_stages: tuple[str, ...] = ("res3", "res4", "res5")  # empty disables AVS
     avs_dim: int = 64
@@ -329,6 +339,24 @@ def _check_choice(value: Any, allowed: tuple, key: str) -> None:
         raise ConfigError(f"{key}={value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
 
 
+def _check_balance(m: ModelConfig) -> None:
+    _check_choice(m.balance, BALANCE_METHODS, "model.balance")
+    if m.balance == "none" and m.droppathway_rate > 0:
+        raise ConfigError(f"model.balance=none but model.droppathway_rate={m.droppathway_rate}: no balancing means "
+                          "no DropPathway either; set model.droppathway_rate=0 too (or model.balance=droppathway)")
+    if m.balance == "ogm_ge":
+        if m.arch != "avslowfast" or not m.pool5_fusion or m.task != "classify" or m.head != "softmax":
+            raise ConfigError("model.balance=ogm_ge modulates the audio and visual encoders by their own scores, read "
+                              "from the fused softmax head: it needs model.arch=avslowfast, model.pool5_fusion=true, "
+                              f"model.task=classify and model.head=softmax (got {m.arch}, {m.pool5_fusion}, {m.task}, "
+                              f"{m.head})")
+        if m.ogm_alpha <= 0:
+            raise ConfigError(f"model.ogm_alpha={m.ogm_alpha} must be positive (the authors use 0.1 to 0.8)")
+        if not 0 <= m.ogm_start_epoch <= m.ogm_end_epoch:
+            raise ConfigError(f"model.ogm_start_epoch={m.ogm_start_epoch}, model.ogm_end_epoch={m.ogm_end_epoch}: "
+                              "need 0 <= start <= end")
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Raise ConfigError naming the allowed values for anything out of range."""
     m, d, s = cfg.model, cfg.data, cfg.solver
@@ -350,6 +378,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         _check_choice(st, AVS_STAGES, "model.avs_stages item")
     if not 0.0 <= m.droppathway_rate < 1.0:
         raise ConfigError(f"model.droppathway_rate={m.droppathway_rate} must be in [0, 1)")
+    _check_balance(m)
     if m.audio_beta <= 0:
         raise ConfigError(f"model.audio_beta={m.audio_beta} must be positive (the paper uses 1/8 .. 1)")
     _check_choice(s.schedule, ("cosine", "steps"), "solver.schedule")

@@ -107,7 +107,8 @@ OPERATIONAL_FIELDS = frozenset({"data.max_failed_fraction", "tensorboard"})
 # dotted config fields added after run names were published, with the value every earlier run
 # had: at that value a field is left out of the hash (no existing run is renamed), any other
 # value enters it
-LATER_FIELDS = {"solver.accumulate": 1}
+LATER_FIELDS = {"solver.accumulate": 1, "model.balance": "droppathway", "model.ogm_alpha": 0.1,
+                "model.ogm_start_epoch": 0, "model.ogm_end_epoch": 50}
 
 
 def without_operational(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,7 @@ def test_every_string_field_is_a_known_path_or_not_a_path():
             if tp is str:
                 found.add((section, name))
     model_choices = {("model", k) for k in ("arch", "av_lateral", "droppathway_mode", "audio_tf_block", "head",
-                                            "task", "freeze", "roi_spatial_pool")}
+                                            "task", "freeze", "roi_spatial_pool", "balance")}
     unknown = found - NOT_PATHS - model_choices - set(P.PATH_FIELDS)
     assert not unknown, f"string config fields neither in portable.PATH_FIELDS nor known to hold no path: {unknown}"
 

@@ -36,6 +36,7 @@ from avsf.data.datasets.base import DataGoneError
 from avsf.data.loader import count_silent
 from avsf.engine import distributed as ddp
 from avsf.engine import runtime
+from avsf.engine.balance import build_balancer
 from avsf.engine.checkpoint import (capture_rng_state, list_checkpoints, load_checkpoint, load_latest,
                                    restore_rng_state, save_checkpoint)
 from avsf.engine.evaluate import write_final
@@ -153,6 +154,12 @@ class EpochMeter:
             self.avs_stages[k] = self.avs_stages.get(k, 0.0) + v
         self.hits += hits
 
+    def add_step_logs(self, logs: dict[str, float], *, micro_batches: int) -> None:
+        """Values of a whole step (e.g. OGM-GE's coefficients), counted once per micro-batch so
+        their epoch mean weighs steps as :meth:`add`'s do."""
+        for k, v in logs.items():
+            self.avs_stages[k] = self.avs_stages.get(k, 0.0) + v * micro_batches
+
     def summary(self) -> dict[str, float]:
         n = max(self.steps, 1)
         out = {"train_loss": self.loss / n, "train_loss_task": self.task / n, "train_loss_avs": self.avs / n,
@@ -237,6 +244,7 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False)
         self.optimizer = build_optimizer(model, cfg.solver)
+        self.balancer = build_balancer(cfg.model, model, seed=cfg.seed)  # model.balance acting on gradients
         # bf16 needs no loss scaling; the scaler is kept (disabled) so fp16 could be added later
         self.scaler = torch.amp.GradScaler("cuda", enabled=False)
         # solver.accumulate k: this process computes the shares of k processes in a group k times
@@ -348,6 +356,8 @@ class Trainer:
                 if len(micro) > 1 and j == 0:
                     kept = {name: b.detach().clone() for name, b in _unwrap(self.model).named_buffers()}
                 task = self.task.loss(outputs, part)
+                if self.balancer is not None:
+                    self.balancer.add(outputs, part["label"])
                 loss = task.loss
                 avs = outputs.get("avs_loss")  # any task's AVSlowFast with AVS on
                 if avs is not None:
@@ -370,6 +380,10 @@ class Trainer:
             for meter in (self.meter, self.interval):  # a micro-batch counts as a step of its virtual rank
                 meter.add(clips=clips, loss=loss_value, task=task_value, avs=avs_value, stages=stages, hits=task.hits)
             loss_sum, clips_sum = loss_sum + loss_value, clips_sum + clips
+        if self.balancer is not None:
+            logs = self.balancer.apply(epoch=self.epoch, step=self.step, clips=clips_sum * self.info.world_size)
+            for meter in (self.meter, self.interval):
+                meter.add_step_logs(logs, micro_batches=len(micro))
         self.optimizer.step()
         self.interval_dropped += int(dropped) * len(micro)
         return lr, {"loss": loss_sum / len(micro), "clips": clips_sum}

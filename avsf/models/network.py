@@ -396,6 +396,8 @@ class AVSlowFast(nn.Module):
             if use_audio_head:
                 pooled.append(_pool(a)[:n] * head_gate)  # pooled, then sliced: the gradient keeps its layout
             out = self.head(torch.cat(pooled, dim=1)) if self.head is not None else {}
+            if self.training and c.balance == "ogm_ge":
+                out.update(unimodal_logits(self.head.fc, visual=pooled[:2], audio=pooled[2]))
         if self.rot_head is not None:  # rotation logits from the visual features
             out["rot_logits"] = self.rot_head(torch.cat(pooled[:2], dim=1))
 
@@ -426,6 +428,19 @@ class AVSlowFast(nn.Module):
             total = total + loss
         losses["avs_loss"] = c.avs_weight * total
         return losses
+
+
+def unimodal_logits(fc: nn.Linear, *, visual: list[torch.Tensor], audio: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each modality's own scores from the fused linear head, as OGM-GE reads them (Peng et al.,
+    CVPR 2022, Eq. 9): ``W = [W_v | W_a]`` over the concatenated features, so the fused logits
+    are ``W_v phi_v + W_a phi_a + b`` and modality u scores ``W_u phi_u + b / 2``. Features
+    [N, D_slow], [N, D_fast] and [N, D_audio] -> {"ogm_logits/visual", "ogm_logits/audio"}: [N, K],
+    float32 and detached (OGM-GE reads them; no loss is taken of them)."""
+    with torch.no_grad():
+        v = torch.cat(visual, dim=1).float()
+        w, b = fc.weight.float(), fc.bias.float() / 2
+        return {"ogm_logits/visual": v @ w[:, :v.shape[1]].T + b,
+                "ogm_logits/audio": audio.float() @ w[:, v.shape[1]:].T + b}
 
 
 def _pool(x: torch.Tensor) -> torch.Tensor:

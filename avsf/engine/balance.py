@@ -1,0 +1,130 @@
+"""Modality balancing in the training step, beyond DropPathway (``model.balance``, issue 16).
+
+OGM-GE: On-the-fly Gradient Modulation with Generalisation Enhancement (Peng, Wei, Deng, Wang,
+Hu, "Balanced Multimodal Learning via On-the-fly Gradient Modulation", CVPR 2022). Each step,
+after the backward pass of the fused loss and before the optimiser:
+
+- Eq. 9: each modality's score over the batch, ``s_u = sum_i softmax(W_u phi_u(x_i) + b/2)[y_i]``,
+  from its half of the fused linear head (:func:`avsf.models.network.unimodal_logits`);
+- Eq. 10: the discrepancy ratio ``rho_v = s_v / s_a`` (``rho_a = 1 / rho_v``) and the
+  coefficient ``k_u = 1 - tanh(alpha * rho_u)`` for the modality that leads (``rho_u > 1``), 1
+  for the other;
+- Eq. 11: the leading encoder's gradient scaled, ``g_u <- k_u g_u``;
+- GE (section 3.3): Gaussian noise of the gradient's own spread added to both encoders'
+  gradients, ``g_u <- k_u g_u + h``, ``h ~ N(0, std(g_u)^2)``, the std taken per tensor of the
+  unmodulated gradient, as the authors' code estimates the SGD noise covariance.
+
+As in the authors' code, only the encoders' convolution kernels are modulated (BN parameters
+and biases are not), and only in epochs ``[ogm_start_epoch, ogm_end_epoch]``. On AVSlowFast the
+visual encoder is the Slow and Fast pathways with their Fast->Slow laterals, the audio encoder is
+the Audio pathway; the audio->visual laterals and the AVS projections are fusion, left as they
+are. Where the paper's Eq. 10 and the authors' code differ (at ``rho_v == 1`` the code damps
+audio), the paper is followed: neither is damped.
+
+DDP: the scores are summed over every micro-batch and every rank before the ratio is taken, and
+the noise is drawn from a generator seeded by (seed, step), so every rank applies the same
+change to the same (already averaged) gradient; a resumed run draws what it would have drawn.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from avsf.config import ModelConfig
+
+VISUAL_PREFIXES = ("slow.", "fast.", "fs.")  # the SlowFast encoder of AVSlowFast (Fast->Slow laterals included)
+AUDIO_PREFIXES = ("audio.",)
+
+
+def ogm_coefficients(score_visual: float, score_audio: float, *, alpha: float) -> dict[str, float]:
+    """Eq. 10: {"visual": k_v, "audio": k_a, "ratio_visual": rho_v} from the two batch scores."""
+    if score_audio <= 0 or score_visual <= 0:  # softmax underflow everywhere: no lead to measure
+        return {"visual": 1.0, "audio": 1.0, "ratio_visual": 1.0}
+    ratio_v = score_visual / score_audio
+    k_v = 1.0 - math.tanh(alpha * ratio_v) if ratio_v > 1 else 1.0
+    k_a = 1.0 - math.tanh(alpha / ratio_v) if 1 / ratio_v > 1 else 1.0
+    return {"visual": k_v, "audio": k_a, "ratio_visual": ratio_v}
+
+
+def modality_of(name: str) -> str | None:
+    """"visual", "audio" or None (not an encoder parameter) for a parameter name of AVSlowFast."""
+    name = name.removeprefix("module.")  # DDP's wrapper
+    if name.startswith(VISUAL_PREFIXES):
+        return "visual"
+    if name.startswith(AUDIO_PREFIXES):
+        return "audio"
+    return None
+
+
+def encoder_kernels(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """{"visual": [...], "audio": [...]}: the convolution kernels (4-D and 5-D weights) of each encoder."""
+    groups: dict[str, list[nn.Parameter]] = {"visual": [], "audio": []}
+    for name, p in model.named_parameters():
+        modality = modality_of(name)
+        if modality is not None and p.requires_grad and p.dim() >= 4:
+            groups[modality].append(p)
+    return groups
+
+
+class OGMGE:
+    """The OGM-GE state of one run: scores gathered over a step's micro-batches, then applied."""
+
+    def __init__(self, cfg: ModelConfig, model: nn.Module, *, seed: int) -> None:
+        self.alpha, self.start, self.end, self.seed = cfg.ogm_alpha, cfg.ogm_start_epoch, cfg.ogm_end_epoch, seed
+        self.groups = encoder_kernels(model)
+        if not self.groups["visual"] or not self.groups["audio"]:
+            raise ValueError("OGM-GE needs a model with both a visual and an audio encoder")
+        self._scores = torch.zeros(4, dtype=torch.float64)  # score_v, score_a, hits_v, hits_a
+
+    def add(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
+        """Eq. 9 for one micro-batch: add its clips' softmax scores of the true class (and the hits
+        of each modality's own argmax, logged as its train top-1)."""
+        labels = labels.to(outputs["ogm_logits/visual"].device).long().view(-1, 1)
+        row = []
+        for key in ("ogm_logits/visual", "ogm_logits/audio"):
+            row.append(outputs[key].softmax(dim=1).gather(1, labels).sum())
+        for key in ("ogm_logits/visual", "ogm_logits/audio"):
+            row.append((outputs[key].argmax(dim=1) == labels.view(-1)).sum())
+        self._scores += torch.stack([r.double() for r in row]).cpu()
+
+    def apply(self, *, epoch: int, step: int, clips: int) -> dict[str, float]:
+        """Eq. 10 and 11 and GE on the encoders' gradients (after backward, before the optimiser
+        step); `clips`: this step's clips over all ranks. Returns the step's logs."""
+        from avsf.engine import distributed as ddp  # noqa: PLC0415
+
+        device = self.groups["visual"][0].device
+        totals = ddp.all_reduce_sum(self._scores.to(device, copy=True)).cpu()
+        self._scores.zero_()
+        score_v, score_a, hits_v, hits_a = (float(x) for x in totals)
+        k = ogm_coefficients(score_v, score_a, alpha=self.alpha)
+        logs = {"ogm_ratio_visual": k["ratio_visual"], "ogm_coeff_visual": k["visual"], "ogm_coeff_audio": k["audio"],
+                "top1_visual_head": 100.0 * hits_v / max(clips, 1), "top1_audio_head": 100.0 * hits_a / max(clips, 1)}
+        if not self.start <= epoch <= self.end:
+            logs["ogm_coeff_visual"] = logs["ogm_coeff_audio"] = 1.0
+            return logs
+        g = torch.Generator(device=device).manual_seed(_derive(self.seed, step))
+        with torch.no_grad():
+            for modality in ("visual", "audio"):
+                for p in self.groups[modality]:
+                    if p.grad is None:
+                        continue
+                    std = float(p.grad.float().std()) + 1e-8
+                    noise = torch.randn(p.grad.shape, generator=g, device=device, dtype=torch.float32) * std
+                    p.grad.mul_(k[modality]).add_(noise.to(p.grad.dtype))
+        return logs
+
+
+def _derive(seed: int, step: int) -> int:
+    from avsf.engine.runtime import derive_seed  # noqa: PLC0415
+
+    return derive_seed(seed, "ogm_ge", step)
+
+
+def build_balancer(cfg: ModelConfig, model: nn.Module, *, seed: int) -> Any:
+    """The step-time balancer of ``cfg.balance`` (None for "none" and "droppathway", which act in
+    the model's forward)."""
+    return OGMGE(cfg, model, seed=seed) if cfg.balance == "ogm_ge" else None

@@ -1,0 +1,183 @@
+"""OGM-GE (``model.balance=ogm_ge``, avsf.engine.balance): the coefficient of Eq. 10 on hand-made
+scores, the unimodal scores read from the fused head, the gradients changed where the paper
+says and nowhere else, and a resumed run equal to an uninterrupted one. Two ranks against one
+process: tests/test_engine_ddp_avs.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+from avsf.config import ConfigError
+from avsf.engine.balance import OGMGE, encoder_kernels, modality_of, ogm_coefficients
+from avsf.presets import get_preset
+
+
+def test_the_leading_modality_is_damped_by_one_minus_tanh_of_alpha_times_its_lead():
+    k = ogm_coefficients(30.0, 10.0, alpha=0.1)  # visual three times as confident
+    assert k["ratio_visual"] == pytest.approx(3.0)
+    assert k["visual"] == pytest.approx(1 - math.tanh(0.3)) and k["audio"] == 1.0
+    k = ogm_coefficients(10.0, 40.0, alpha=0.8)  # audio leads 4:1
+    assert k["audio"] == pytest.approx(1 - math.tanh(3.2)) and k["visual"] == 1.0
+    assert 0 < k["audio"] < 0.01  # a large lead nearly stops the leader
+    assert ogm_coefficients(5.0, 5.0, alpha=0.5) == {"visual": 1.0, "audio": 1.0, "ratio_visual": 1.0}
+
+
+def test_encoder_groups_are_the_pathways_not_the_fusion():
+    assert modality_of("slow.res3.0.conv_a.weight") == "visual"
+    assert modality_of("module.fast.stem.conv.weight") == "visual"
+    assert modality_of("fs.res2.conv.weight") == "visual"
+    assert modality_of("audio.res4.1.conv_b.weight") == "audio"
+    assert modality_of("av.res3.conv.weight") is None and modality_of("head.fc.weight") is None
+    assert modality_of("avs.res5.visual.weight") is None
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _model(**changes):
+    from avsf.models import build_model
+
+    cfg = dataclasses.replace(get_preset("avslowfast_tiny").model, num_classes=5, balance="ogm_ge", dropout=0.0,
+                              avs_stages=(), **changes)
+    torch.manual_seed(0)
+    return cfg, build_model(cfg)
+
+
+def _batch(cfg, n: int = 4) -> dict[str, torch.Tensor]:
+    from avsf.models import example_inputs
+
+    g = torch.Generator().manual_seed(1)
+    batch = example_inputs(cfg, crop=48, batch=n, generator=g)
+    batch["label"] = torch.randint(0, 5, (n,), generator=g)
+    return batch
+
+
+def test_the_two_unimodal_scores_add_up_to_the_fused_logits():
+    cfg, model = _model()
+    batch = _batch(cfg)
+    model.train()
+    out = model(batch, drop_audio=False)
+    assert torch.allclose(out["ogm_logits/visual"] + out["ogm_logits/audio"], out["logits"].float(), atol=1e-5)
+    assert not out["ogm_logits/visual"].requires_grad  # read, never backpropagated
+    model.eval()
+    assert "ogm_logits/visual" not in model(batch)  # training only
+
+
+def test_ogm_ge_scales_the_leader_adds_noise_of_the_gradients_spread_and_leaves_the_rest(monkeypatch):
+    from avsf.engine import balance
+    from avsf.engine.losses import task_loss
+
+    cfg, model = _model()
+    batch = _batch(cfg)
+    model.train()
+    out = model(batch, drop_audio=False)
+    task_loss(out, batch, head="softmax").backward()
+    before = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    ogm = OGMGE(cfg, model, seed=0)
+    # make the visual branch lead 3:1, whatever the untrained model scores
+    monkeypatch.setattr(balance, "ogm_coefficients",
+                        lambda v, a, alpha: {"visual": 0.25, "audio": 1.0, "ratio_visual": 3.0})
+    ogm.add(out, batch["label"])
+    logs = ogm.apply(epoch=0, step=7, clips=4)
+    assert logs["ogm_coeff_visual"] == 0.25 and logs["ogm_coeff_audio"] == 1.0
+    kernels = {id(p): m for m, ps in encoder_kernels(model).items() for p in ps}
+    g = torch.Generator().manual_seed(balance._derive(0, 7))
+    seen = {"visual": 0, "audio": 0}
+    for name, p in model.named_parameters():  # named_parameters: the order apply() draws in, visual first
+        if id(p) in kernels and kernels[id(p)] == "visual":
+            std = float(before[name].std()) + 1e-8
+            expected = before[name] * 0.25 + torch.randn(p.shape, generator=g) * std
+            assert torch.equal(p.grad, expected), name
+            seen["visual"] += 1
+    for name, p in model.named_parameters():
+        if id(p) in kernels and kernels[id(p)] == "audio":
+            std = float(before[name].std()) + 1e-8
+            assert torch.equal(p.grad, before[name] + torch.randn(p.shape, generator=g) * std), name
+            seen["audio"] += 1
+        elif id(p) not in kernels and name in before:  # BN, biases, fusion, the head: untouched
+            assert torch.equal(p.grad, before[name]), name
+    assert seen["visual"] > 10 and seen["audio"] > 5
+    # outside [ogm_start_epoch, ogm_end_epoch] nothing changes
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    ogm.add(out, batch["label"])
+    assert ogm.apply(epoch=cfg.ogm_end_epoch + 1, step=8, clips=4)["ogm_coeff_visual"] == 1.0
+    assert all(torch.equal(p.grad, grads[n]) for n, p in model.named_parameters() if p.grad is not None)
+
+
+def test_the_real_coefficient_comes_from_the_batch_scores():
+    cfg, model = _model()
+    batch = _batch(cfg)
+    model.train()
+    out = model(batch, drop_audio=False)
+    labels = batch["label"].view(-1, 1)
+    s_v = float(out["ogm_logits/visual"].softmax(1).gather(1, labels).sum())
+    s_a = float(out["ogm_logits/audio"].softmax(1).gather(1, labels).sum())
+    ogm = OGMGE(cfg, model, seed=0)
+    ogm.add(out, batch["label"])
+    logs = ogm.apply(epoch=0, step=0, clips=4)  # no gradients yet: only the logs
+    assert logs["ogm_ratio_visual"] == pytest.approx(s_v / s_a)
+    expected = ogm_coefficients(s_v, s_a, alpha=cfg.ogm_alpha)
+    assert (logs["ogm_coeff_visual"], logs["ogm_coeff_audio"]) == pytest.approx((expected["visual"], expected["audio"]))
+
+
+def test_config_says_what_ogm_ge_needs_and_keeps_old_run_names():
+    base = get_preset("avslowfast_tiny")
+    assert base.model.balance == "droppathway"
+    # the new fields at their defaults leave the hash (and every published run name) as it was
+    assert base.config_hash() == base.with_overrides({"model.balance": "droppathway", "model.ogm_alpha": 0.1}).config_hash()
+    assert base.config_hash() != base.with_overrides({"model.balance": "ogm_ge"}).config_hash()
+    with pytest.raises(ConfigError, match="droppathway_rate=0 too"):
+        base.with_overrides({"model.balance": "none"})
+    base.with_overrides({"model.balance": "none", "model.droppathway_rate": 0})
+    with pytest.raises(ConfigError, match="model.arch=avslowfast"):
+        get_preset("slowfast_tiny").with_overrides({"model.balance": "ogm_ge"})
+    with pytest.raises(ConfigError, match="choose one of"):
+        base.with_overrides({"model.balance": "gradnorm"})
+
+
+def _train_cfg(smoke_root):
+    return get_preset("avslowfast_tiny").with_overrides(
+        {"data.synthetic_root": str(smoke_root.parent), "data.limit_videos": 32, "data.num_workers": 0,
+         "solver.epochs": 2, "solver.batch_size": 8, "solver.warmup_epochs": 0, "eval_every": 2,
+         "checkpoint_every": 2, "keep_checkpoints": 10, "tensorboard": False, "data.num_temporal_views": 1,
+         "model.balance": "ogm_ge", "model.ogm_alpha": 0.8})
+
+
+def test_an_ogm_ge_run_logs_its_coefficients_and_resumes_bit_exactly(tmp_path, smoke_root, caplog):
+    import logging
+
+    from avsf.engine.checkpoint import list_checkpoints
+    from avsf.engine.train import TIMING_FIELDS, train
+
+    cfg = _train_cfg(smoke_root)
+    whole = tmp_path / "whole"
+    train(cfg, whole)
+    lines = [json.loads(x) for x in (whole / "metrics.jsonl").read_text().splitlines()]
+    epochs = [x for x in lines if x.get("kind") == "epoch"]
+    assert len(epochs) == 2 and all(0 < x["train_ogm_coeff_visual"] <= 1 and 0 < x["train_ogm_coeff_audio"] <= 1
+                                    for x in epochs)
+    assert all("train_top1_audio_head" in x and "train_top1_visual_head" in x for x in epochs)
+    # resume from the first mid-training checkpoint: the rest of the run is the same, bit for bit
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copy(whole / "config.json", resumed / "config.json")
+    first = list_checkpoints(whole / "checkpoints")[0]
+    (resumed / "checkpoints").mkdir()
+    shutil.copy(first, resumed / "checkpoints" / first.name)
+    with caplog.at_level(logging.INFO, logger="avsf.engine"):
+        train(cfg, resumed)
+    assert f"resumed from {resumed / 'checkpoints' / first.name}" in caplog.text  # not a fresh start
+
+    def strip(run):
+        final = {k: v for k, v in json.loads((run / "final.json").read_text()).items() if not k.endswith("wall_time_s")}
+        metrics = [{k: v for k, v in json.loads(x).items() if k not in TIMING_FIELDS}
+                   for x in (run / "metrics.jsonl").read_text().splitlines()]
+        return final, metrics
+
+    assert strip(resumed) == strip(whole)
