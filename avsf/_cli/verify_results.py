@@ -53,4 +53,8 @@ def run(args) -> int:
         for name in result.not_built:
             print(f"{name}: committed, but this code builds no such run (its recipe or config changed)")
         print(result.summary())
+        if any(not c.identical and not c.same_machine for c in result.checks):
+            print("The committed runs' machine is in their final.json (`environment`). An x86 CPU of a higher "
+                  "dispatch level can run a lower one's kernels: ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 "
+                  "MKL_ENABLE_INSTRUCTIONS=AVX2 (README, 'Same config, same numbers').")
     return 1 if result.failed else 0
