@@ -25,9 +25,9 @@ AV_LATERALS = ("a_fs", "a_f_s", "av_nonlocal")
 DROPPATHWAY_MODES = ("laterals", "pathway")
 # model.balance: how joint training keeps one modality from dominating (issue 16). "droppathway":
 # DropPathway at model.droppathway_rate, the paper's method and every run's before the field
-# existed; "none": nothing (droppathway_rate must be 0); "ogm_ge": OGM-GE (avsf.engine.balance), on
-# top of DropPathway when droppathway_rate > 0
-BALANCE_METHODS = ("none", "droppathway", "ogm_ge")
+# existed; "none": nothing (droppathway_rate must be 0); "ogm_ge": OGM-GE, "gblend": Gradient-Blending
+# (both avsf.engine.balance), each on top of DropPathway when droppathway_rate > 0
+BALANCE_METHODS = ("none", "droppathway", "ogm_ge", "gblend")
 AUDIO_TF_BLOCKS = ("concat", "sum", "none")
 HEADS = ("softmax", "sigmoid", "epic")
 TASKS = ("classify", "detect", "pretrain")  # detect: the AVA detector of appendix A.7; pretrain: pretext tasks only
@@ -76,6 +76,8 @@ class ModelConfig:
     ogm_alpha: float = 0.1  # OGM-GE's alpha (Eq. 10); the authors recommend 0.1 for VGGSound, 0.8 for CREMA-D
     ogm_start_epoch: int = 0  # OGM-GE modulates in epochs [start, end] (0-based, both ends included) ...
     ogm_end_epoch: int = 50  # ... the authors' defaults
+    # Gradient-Blending's loss weights of the visual-only, audio-only and fused heads, in that order
+    gblend_weights: tuple[float, ...] = ()
     # Hierarchical audiovisual synchronisation
     avs_stages: tuple[str, ...] = ("res3", "res4", "res5")  # empty disables AVS
     avs_dim: int = 64
@@ -344,17 +346,23 @@ def _check_balance(m: ModelConfig) -> None:
     if m.balance == "none" and m.droppathway_rate > 0:
         raise ConfigError(f"model.balance=none but model.droppathway_rate={m.droppathway_rate}: no balancing means "
                           "no DropPathway either; set model.droppathway_rate=0 too (or model.balance=droppathway)")
-    if m.balance == "ogm_ge":
-        if m.arch != "avslowfast" or not m.pool5_fusion or m.task != "classify" or m.head != "softmax":
-            raise ConfigError("model.balance=ogm_ge modulates the audio and visual encoders by their own scores, read "
-                              "from the fused softmax head: it needs model.arch=avslowfast, model.pool5_fusion=true, "
-                              f"model.task=classify and model.head=softmax (got {m.arch}, {m.pool5_fusion}, {m.task}, "
-                              f"{m.head})")
-        if m.ogm_alpha <= 0:
-            raise ConfigError(f"model.ogm_alpha={m.ogm_alpha} must be positive (the authors use 0.1 to 0.8)")
-        if not 0 <= m.ogm_start_epoch <= m.ogm_end_epoch:
-            raise ConfigError(f"model.ogm_start_epoch={m.ogm_start_epoch}, model.ogm_end_epoch={m.ogm_end_epoch}: "
-                              "need 0 <= start <= end")
+    if m.balance not in ("ogm_ge", "gblend"):
+        return
+    # both read each modality from its own features beside the fused softmax head
+    if m.arch != "avslowfast" or not m.pool5_fusion or m.task != "classify" or m.head != "softmax":
+        raise ConfigError(f"model.balance={m.balance} scores the audio and the visual features apart beside the fused "
+                          "softmax head: it needs model.arch=avslowfast, model.pool5_fusion=true, model.task=classify "
+                          f"and model.head=softmax (got {m.arch}, {m.pool5_fusion}, {m.task}, {m.head})")
+    if m.balance == "gblend" and (len(m.gblend_weights) != 3 or min(m.gblend_weights) < 0
+                                  or sum(m.gblend_weights) <= 0):
+        raise ConfigError(f"model.gblend_weights={list(m.gblend_weights)}: give the three loss weights "
+                          "[visual, audio, fused], non-negative and not all 0 (avsf.engine.balance.gblend_weights "
+                          "estimates them from the heads' train and held-out losses, Wang et al. 2020)")
+    if m.balance == "ogm_ge" and m.ogm_alpha <= 0:
+        raise ConfigError(f"model.ogm_alpha={m.ogm_alpha} must be positive (the authors use 0.1 to 0.8)")
+    if m.balance == "ogm_ge" and not 0 <= m.ogm_start_epoch <= m.ogm_end_epoch:
+        raise ConfigError(f"model.ogm_start_epoch={m.ogm_start_epoch}, model.ogm_end_epoch={m.ogm_end_epoch}: "
+                          "need 0 <= start <= end")
 
 
 def validate(cfg: RunConfig) -> RunConfig:

@@ -1,7 +1,8 @@
-"""OGM-GE (``model.balance=ogm_ge``, avsf.engine.balance): the coefficient of Eq. 10 on hand-made
-scores, the unimodal scores read from the fused head, the gradients changed where the paper
-says and nowhere else, and a resumed run equal to an uninterrupted one. Two ranks against one
-process: tests/test_engine_ddp_avs.py."""
+"""OGM-GE and Gradient-Blending (``model.balance``, avsf.engine.balance): OGM-GE's coefficient
+(Eq. 10) on hand-made scores, the unimodal scores read from the fused head, the gradients
+changed where the paper says and nowhere else; G-Blend's weights from given train and held-out
+losses, its blended loss and where its gradients go; runs of both that log their per-modality
+values and resume bit-exactly. Two ranks against one process: tests/test_engine_ddp_avs.py."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from avsf.config import ConfigError
-from avsf.engine.balance import OGMGE, encoder_kernels, modality_of, ogm_coefficients
+from avsf.engine.balance import OGMGE, encoder_kernels, gblend_weights, modality_of, ogm_coefficients
 from avsf.presets import get_preset
 
 
@@ -29,7 +30,7 @@ def test_the_leading_modality_is_damped_by_one_minus_tanh_of_alpha_times_its_lea
 
 
 def test_encoder_groups_are_the_pathways_not_the_fusion():
-    assert modality_of("slow.res3.0.conv_a.weight") == "visual"
+    assert modality_of("slow.res3.blocks.0.conv_a.weight") == "visual"
     assert modality_of("module.fast.stem.conv.weight") == "visual"
     assert modality_of("fs.res2.conv.weight") == "visual"
     assert modality_of("audio.res4.1.conv_b.weight") == "audio"
@@ -43,8 +44,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def _model(**changes):
     from avsf.models import build_model
 
-    cfg = dataclasses.replace(get_preset("avslowfast_tiny").model, num_classes=5, balance="ogm_ge", dropout=0.0,
-                              avs_stages=(), **changes)
+    changes = {"num_classes": 5, "balance": "ogm_ge", "dropout": 0.0, "avs_stages": (), **changes}
+    cfg = dataclasses.replace(get_preset("avslowfast_tiny").model, **changes)
     torch.manual_seed(0)
     return cfg, build_model(cfg)
 
@@ -135,33 +136,42 @@ def test_config_says_what_ogm_ge_needs_and_keeps_old_run_names():
     with pytest.raises(ConfigError, match="droppathway_rate=0 too"):
         base.with_overrides({"model.balance": "none"})
     base.with_overrides({"model.balance": "none", "model.droppathway_rate": 0})
-    with pytest.raises(ConfigError, match="model.arch=avslowfast"):
+    with pytest.raises(ConfigError, match="needs model.arch=avslowfast"):
         get_preset("slowfast_tiny").with_overrides({"model.balance": "ogm_ge"})
     with pytest.raises(ConfigError, match="choose one of"):
         base.with_overrides({"model.balance": "gradnorm"})
 
 
-def _train_cfg(smoke_root):
+BALANCED = {"ogm_ge": {"model.balance": "ogm_ge", "model.ogm_alpha": 0.8},
+            "gblend": {"model.balance": "gblend", "model.gblend_weights": "[0.3, 0.1, 0.6]"}}
+
+
+def _train_cfg(smoke_root, method):
     return get_preset("avslowfast_tiny").with_overrides(
         {"data.synthetic_root": str(smoke_root.parent), "data.limit_videos": 32, "data.num_workers": 0,
          "solver.epochs": 2, "solver.batch_size": 8, "solver.warmup_epochs": 0, "eval_every": 2,
          "checkpoint_every": 2, "keep_checkpoints": 10, "tensorboard": False, "data.num_temporal_views": 1,
-         "model.balance": "ogm_ge", "model.ogm_alpha": 0.8})
+         **BALANCED[method]})
 
 
-def test_an_ogm_ge_run_logs_its_coefficients_and_resumes_bit_exactly(tmp_path, smoke_root, caplog):
+@pytest.mark.parametrize("method", list(BALANCED))
+def test_a_balanced_run_logs_each_modality_and_resumes_bit_exactly(tmp_path, smoke_root, caplog, method):
     import logging
 
     from avsf.engine.checkpoint import list_checkpoints
     from avsf.engine.train import TIMING_FIELDS, train
 
-    cfg = _train_cfg(smoke_root)
+    cfg = _train_cfg(smoke_root, method)
     whole = tmp_path / "whole"
     train(cfg, whole)
     lines = [json.loads(x) for x in (whole / "metrics.jsonl").read_text().splitlines()]
     epochs = [x for x in lines if x.get("kind") == "epoch"]
-    assert len(epochs) == 2 and all(0 < x["train_ogm_coeff_visual"] <= 1 and 0 < x["train_ogm_coeff_audio"] <= 1
-                                    for x in epochs)
+    assert len(epochs) == 2
+    if method == "ogm_ge":
+        assert all(0 < x["train_ogm_coeff_visual"] <= 1 and 0 < x["train_ogm_coeff_audio"] <= 1 for x in epochs)
+    else:
+        assert all(x["train_loss_task"] == pytest.approx(0.3 * x["train_loss_visual_head"] + 0.1 * x["train_loss_audio_head"]
+                                                         + 0.6 * x["train_loss_fused_head"], rel=1e-5) for x in epochs)
     assert all("train_top1_audio_head" in x and "train_top1_visual_head" in x for x in epochs)
     # resume from the first mid-training checkpoint: the rest of the run is the same, bit for bit
     resumed = tmp_path / "resumed"
@@ -181,3 +191,42 @@ def test_an_ogm_ge_run_logs_its_coefficients_and_resumes_bit_exactly(tmp_path, s
         return final, metrics
 
     assert strip(resumed) == strip(whole)
+
+
+def test_gblend_weights_follow_each_heads_gain_over_its_overfitting_squared():
+    start = {"visual": 2.0, "audio": 2.0, "fused": 2.0}
+    w = gblend_weights(train_start=start, val_start=start,
+                       train_end={"visual": 1.2, "audio": 0.5, "fused": 1.0},
+                       val_end={"visual": 1.5, "audio": 1.9, "fused": 1.4})
+    raw = {"visual": 0.5 / 0.3 ** 2, "audio": 0.1 / 1.4 ** 2, "fused": 0.6 / 0.4 ** 2}
+    assert w == pytest.approx({k: v / sum(raw.values()) for k, v in raw.items()})
+    assert sum(w.values()) == pytest.approx(1.0) and w["audio"] < 0.01  # the branch that overfits fast weighs least
+    # a head whose held-out loss rose gets nothing; no head gaining is an error, not a guess
+    w = gblend_weights(train_start=start, val_start=start, train_end={"visual": 1.0, "audio": 1.0, "fused": 1.0},
+                       val_end={"visual": 2.1, "audio": 1.5, "fused": 1.8})
+    assert w["visual"] == 0.0 and w["audio"] > 0 and w["fused"] > 0
+    with pytest.raises(ValueError, match="held-out loss fell"):
+        gblend_weights(train_start=start, val_start=start, train_end=start, val_end={k: 2.5 for k in start})
+
+
+def test_gblend_heads_take_the_blended_loss_and_each_weight_gates_its_head():
+    from avsf.engine.balance import gblend_loss
+    from avsf.engine.losses import task_loss
+
+    cfg, model = _model(balance="gblend", gblend_weights=(1.0, 0.0, 0.0))
+    batch = _batch(cfg)
+    model.train()
+    out = model(batch, drop_audio=False)
+    assert out["gblend_logits/visual"].shape == out["gblend_logits/audio"].shape == out["logits"].shape
+    fused = task_loss(out, batch, head="softmax")
+    blended = gblend_loss(out, batch, fused=fused, hits=0, weights=(0.2, 0.3, 0.5))
+    expected = (0.2 * torch.nn.functional.cross_entropy(out["gblend_logits/visual"], batch["label"])
+                + 0.3 * torch.nn.functional.cross_entropy(out["gblend_logits/audio"], batch["label"]) + 0.5 * fused)
+    assert torch.allclose(blended.loss, expected)
+    # visual-only weight: the visual head and the visual pathways learn, the audio and fused heads do not
+    gblend_loss(out, batch, fused=fused, hits=0, weights=(1.0, 0.0, 0.0)).loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert float(grads["gblend_heads.visual.fc.weight"].abs().sum()) > 0
+    assert sum(float(g.abs().sum()) for n, g in grads.items() if n.startswith("slow.") and g is not None) > 0
+    for name in ("gblend_heads.audio.fc.weight", "head.fc.weight"):
+        assert grads[name] is None or float(grads[name].abs().sum()) == 0, name

@@ -8,7 +8,7 @@ another computation. solver.accumulate=2 splits the step's batch as two processe
 same items, seeds, BN statistics and negatives per share) and averages the gradients, and its BN
 running statistics follow the first share as DDP keeps rank 0's, so its weights and buffers equal
 the DDP run's up to the order of the gradient sums (0 difference measured here). The same for the
-classifier in both DropPathway modes and with OGM-GE, the pretraining task (AVS + rotation) and the AVA detector.
+classifier in both DropPathway modes and with OGM-GE or Gradient-Blending, the pretraining task (AVS + rotation) and the AVA detector.
 A one-process run on the whole batch of 8 at once differs by 0.16 after the same 8 steps."""
 
 import multiprocessing as mp
@@ -87,6 +87,7 @@ CASES = {
     "classify-pathway": {"model.droppathway_mode": "pathway"},
     # OGM-GE: scores summed over ranks, the same noise on each (issue 16)
     "classify-ogm_ge": {"model.balance": "ogm_ge", "model.ogm_alpha": 0.8},
+    "classify-gblend": {"model.balance": "gblend", "model.gblend_weights": "[0.3, 0.1, 0.6]"},
     "pretrain-avs-rot": {"preset": "avslowfast_pretrain_tiny"},
     "detect-ava": {"preset": "avslowfast_tiny_ava", "data.limit_videos": 8},
 }

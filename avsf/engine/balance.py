@@ -1,4 +1,5 @@
-"""Modality balancing in the training step, beyond DropPathway (``model.balance``, issue 16).
+"""Modality balancing in the training step, beyond DropPathway (``model.balance``, issue 16):
+OGM-GE and Gradient-Blending.
 
 OGM-GE: On-the-fly Gradient Modulation with Generalisation Enhancement (Peng, Wei, Deng, Wang,
 Hu, "Balanced Multimodal Learning via On-the-fly Gradient Modulation", CVPR 2022). Each step,
@@ -21,7 +22,16 @@ the Audio pathway; the audio->visual laterals and the AVS projections are fusion
 are. Where the paper's Eq. 10 and the authors' code differ (at ``rho_v == 1`` the code damps
 audio), the paper is followed: neither is damped.
 
-DDP: the scores are summed over every micro-batch and every rank before the ratio is taken, and
+Gradient-Blending (Wang, Tran, Feiszli, "What Makes Training Multi-modal Classification Networks
+Hard?", CVPR 2020): a visual-only and an audio-only head beside the fused one (on the pooled
+visual and audio features, :class:`avsf.models.network.AVSlowFast`), trained with the blended
+loss ``L = w_v L_v + w_a L_a + w_av L_av`` (:func:`gblend_loss`; ``model.gblend_weights``). The
+weights come from each head's overfitting-to-generalisation ratio over a window of training
+(section 3.2, Eq. 6-7; :func:`gblend_weights`): ``G_k = L^V_k(N) - L^V_k(N + n)`` the drop of its
+held-out loss, ``O_k = L^V_k - L^T_k`` its overfitting and ``dO_k = O_k(N + n) - O_k(N)``, and
+``w_k = G_k / dO_k^2`` normalised to sum to 1.
+
+OGM-GE under DDP: the scores are summed over every micro-batch and every rank before the ratio is taken, and
 the noise is drawn from a generator seeded by (seed, step), so every rank applies the same
 change to the same (already averaged) gradient; a resumed run draws what it would have drawn.
 """
@@ -124,7 +134,50 @@ def _derive(seed: int, step: int) -> int:
     return derive_seed(seed, "ogm_ge", step)
 
 
+def gblend_weights(*, train_start: dict[str, float], val_start: dict[str, float], train_end: dict[str, float],
+                   val_end: dict[str, float], eps: float = 1e-8) -> dict[str, float]:
+    """Gradient-Blending's weights (Wang et al. 2020, Eq. 6-7) from each head's train (L^T) and
+    held-out (L^V) losses at the start (epoch N) and the end (N + n) of a window:
+    ``w_k = G_k / dO_k^2`` normalised to sum 1, with ``G_k = L^V_k(N) - L^V_k(N+n)`` and
+    ``dO_k = (L^V_k - L^T_k)(N+n) - (L^V_k - L^T_k)(N)``. A head whose held-out loss did not
+    fall (``G_k <= 0``) generalises nothing and gets 0; ``eps`` bounds ``dO_k^2`` from below."""
+    heads = list(val_start)
+    raw = {}
+    for k in heads:
+        gain = val_start[k] - val_end[k]
+        overfit = (val_end[k] - train_end[k]) - (val_start[k] - train_start[k])
+        raw[k] = gain / max(overfit * overfit, eps) if gain > 0 else 0.0
+    total = sum(raw.values())
+    if total <= 0:
+        raise ValueError(f"no head's held-out loss fell over the window ({val_start} -> {val_end}): "
+                         "Gradient-Blending's weights are undefined; take a longer window")
+    return {k: v / total for k, v in raw.items()}
+
+
+GBLEND_HEADS = ("visual", "audio", "fused")  # the order of model.gblend_weights
+
+
+def gblend_loss(outputs: dict[str, torch.Tensor], batch: dict[str, Any], *, fused: torch.Tensor, hits: int,
+                weights: tuple[float, ...]) -> Any:
+    """The blended loss ``w_v L_v + w_a L_a + w_av L_av`` of one step (cross-entropy of each head),
+    with each head's loss and train top-1 in the step's logs."""
+    import torch.nn.functional as F  # noqa: PLC0415
+
+    from avsf.engine.tasks.base import StepLoss  # noqa: PLC0415
+
+    labels = batch["label"]
+    losses = {"visual": F.cross_entropy(outputs["gblend_logits/visual"].float(), labels),
+              "audio": F.cross_entropy(outputs["gblend_logits/audio"].float(), labels), "fused": fused}
+    w = dict(zip(GBLEND_HEADS, weights))
+    total = sum(w[k] * losses[k] for k in GBLEND_HEADS)
+    logs = {f"loss_{k}_head": float(losses[k].detach()) for k in GBLEND_HEADS}
+    for k in ("visual", "audio"):
+        right = (outputs[f"gblend_logits/{k}"].argmax(dim=1) == labels).sum()
+        logs[f"top1_{k}_head"] = 100.0 * float(right) / max(labels.numel(), 1)
+    return StepLoss(loss=total, hits=hits, logs=logs)
+
+
 def build_balancer(cfg: ModelConfig, model: nn.Module, *, seed: int) -> Any:
-    """The step-time balancer of ``cfg.balance`` (None for "none" and "droppathway", which act in
-    the model's forward)."""
+    """The step-time balancer of ``cfg.balance``: None for "none", "droppathway" (in the model's
+    forward) and "gblend" (in the task's loss)."""
     return OGMGE(cfg, model, seed=seed) if cfg.balance == "ogm_ge" else None

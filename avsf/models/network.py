@@ -217,6 +217,13 @@ class AVSlowFast(nn.Module):
                                             dropout=cfg.dropout)
         else:
             self.head = ClassifierHead(dim_in=head_dim, num_classes=cfg.num_classes, dropout=cfg.dropout)
+        # Gradient-Blending's (Wang et al., CVPR 2020) visual-only and audio-only heads beside the fused one
+        self.gblend_heads = nn.ModuleDict()
+        if cfg.balance == "gblend" and not pretrain:
+            self.gblend_heads["visual"] = ClassifierHead(dim_in=geo.slow["res5"] + geo.fast["res5"],
+                                                         num_classes=cfg.num_classes, dropout=cfg.dropout)
+            self.gblend_heads["audio"] = ClassifierHead(dim_in=geo.audio["res5"], num_classes=cfg.num_classes,
+                                                        dropout=cfg.dropout)
         self._init_weights()
         convs_to_channels_last(self)  # the activations' layout too (forward); see avsf.models.blocks
 
@@ -398,6 +405,9 @@ class AVSlowFast(nn.Module):
             out = self.head(torch.cat(pooled, dim=1)) if self.head is not None else {}
             if self.training and c.balance == "ogm_ge":
                 out.update(unimodal_logits(self.head.fc, visual=pooled[:2], audio=pooled[2]))
+            if len(self.gblend_heads):  # [N, K] each, in eval too (each head's own accuracy)
+                out["gblend_logits/visual"] = self.gblend_heads["visual"](torch.cat(pooled[:2], dim=1))["logits"]
+                out["gblend_logits/audio"] = self.gblend_heads["audio"](pooled[2])["logits"]
         if self.rot_head is not None:  # rotation logits from the visual features
             out["rot_logits"] = self.rot_head(torch.cat(pooled[:2], dim=1))
 

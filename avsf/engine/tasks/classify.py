@@ -24,7 +24,13 @@ class ClassificationTask(Task):
 
     def loss(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> StepLoss:
         head = self.cfg.model.head
-        return StepLoss(loss=task_loss(outputs, batch, head=head), hits=batch_top1_hits(outputs, batch, head=head))
+        loss = task_loss(outputs, batch, head=head)
+        hits = batch_top1_hits(outputs, batch, head=head)
+        if self.cfg.model.balance == "gblend":
+            from avsf.engine.balance import gblend_loss  # noqa: PLC0415
+
+            return gblend_loss(outputs, batch, fused=loss, hits=hits, weights=self.cfg.model.gblend_weights)
+        return StepLoss(loss=loss, hits=hits)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, dataset: Any, *, device: torch.device, rank: int = 0,
