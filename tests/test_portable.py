@@ -185,7 +185,7 @@ def test_every_field_but_a_paths_parent_folder_and_the_operational_ones_enters_t
         elif isinstance(value, str):
             new = value + "x"  # for a path: another folder (or file) name
         else:
-            new = list(value)[:-1] if value else ([0.5] if key == "solver.steps" else ["res2"])
+            new = list(value)[:-1] if value else ([0.5] if key in ("solver.steps", "model.gblend_weights") else ["res2"])
         set_by_path(cfg, key, new)
         if key == "data.synthetic_root":  # the folders below it are no longer the built-in data's
             assert P.hash_form(cfg.to_dict())["data"]["root"] == "<data>/epic-smoke-seed0"
@@ -209,3 +209,8 @@ def test_a_later_field_at_its_old_value_renames_no_run():
     old = cfg.to_dict()
     del old["solver"]["accumulate"]  # a config.json written before the field
     assert RunConfig.from_dict(old).config_hash() == cfg.config_hash()
+    # the balancing fields of issue 16 likewise
+    for key in ("balance", "ogm_alpha", "ogm_start_epoch", "ogm_end_epoch", "gblend_weights"):
+        del old["model"][key]
+    assert RunConfig.from_dict(old).config_hash() == cfg.config_hash()
+    assert cfg.with_overrides({"model.balance": "ogm_ge"}).config_hash() != cfg.config_hash()
