@@ -113,8 +113,12 @@ LATER_FIELDS = {"solver.accumulate": 1, "model.balance": "droppathway", "model.o
 
 def without_operational(cfg: dict[str, Any]) -> dict[str, Any]:
     """A config dict without :data:`OPERATIONAL_FIELDS`, and without :data:`LATER_FIELDS` at
-    the value runs had before they existed."""
+    the value runs had before they existed. ``model.balance=none`` hashes as "droppathway" (its
+    rate is 0 then): the same computation keeps one run name."""
     out = copy.deepcopy(cfg)
+    model = out.get("model", {})
+    if model.get("balance") == "none":  # validated to have droppathway_rate 0: DropPathway's computation at rate 0
+        model["balance"] = "droppathway"
     for path in OPERATIONAL_FIELDS | set(LATER_FIELDS):
         *sections, key = path.split(".")
         node = out

@@ -214,3 +214,6 @@ def test_a_later_field_at_its_old_value_renames_no_run():
         del old["model"][key]
     assert RunConfig.from_dict(old).config_hash() == cfg.config_hash()
     assert cfg.with_overrides({"model.balance": "ogm_ge"}).config_hash() != cfg.config_hash()
+    # "no balancing" is DropPathway at rate 0, one computation under one name
+    no_dp = cfg.with_overrides({"model.droppathway_rate": 0})
+    assert cfg.with_overrides({"model.balance": "none", "model.droppathway_rate": 0}).config_hash() == no_dp.config_hash()
