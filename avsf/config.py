@@ -76,8 +76,10 @@ class ModelConfig:
     ogm_alpha: float = 0.1  # OGM-GE's alpha (Eq. 10); the authors recommend 0.1 for VGGSound, 0.8 for CREMA-D
     ogm_start_epoch: int = 0  # OGM-GE modulates in epochs [start, end] (0-based, both ends included) ...
     ogm_end_epoch: int = 50  # ... the authors' defaults
-    # Gradient-Blending's loss weights of the visual-only, audio-only and fused heads, in that order
+    # Gradient-Blending's loss weights of the visual-only, audio-only and fused heads, in that order;
+    # empty: estimated at the start of the run (offline G-Blend, avsf.engine.balance)
     gblend_weights: tuple[float, ...] = ()
+    gblend_window_epochs: int = 0  # the estimation's window n (epochs from initialisation); 0 = solver.epochs
     # Hierarchical audiovisual synchronisation
     avs_stages: tuple[str, ...] = ("res3", "res4", "res5")  # empty disables AVS
     avs_dim: int = 64
@@ -353,11 +355,13 @@ def _check_balance(m: ModelConfig) -> None:
         raise ConfigError(f"model.balance={m.balance} scores the audio and the visual features apart beside the fused "
                           "softmax head: it needs model.arch=avslowfast, model.pool5_fusion=true, model.task=classify "
                           f"and model.head=softmax (got {m.arch}, {m.pool5_fusion}, {m.task}, {m.head})")
-    if m.balance == "gblend" and (len(m.gblend_weights) != 3 or min(m.gblend_weights) < 0
-                                  or sum(m.gblend_weights) <= 0):
+    if m.balance == "gblend" and m.gblend_weights and (len(m.gblend_weights) != 3 or min(m.gblend_weights) < 0
+                                                       or sum(m.gblend_weights) <= 0):
         raise ConfigError(f"model.gblend_weights={list(m.gblend_weights)}: give the three loss weights "
-                          "[visual, audio, fused], non-negative and not all 0 (avsf.engine.balance.gblend_weights "
-                          "estimates them from the heads' train and held-out losses, Wang et al. 2020)")
+                          "[visual, audio, fused], non-negative and not all 0, or [] to estimate them at the start "
+                          "of the run (offline Gradient-Blending, Wang et al. 2020)")
+    if m.gblend_window_epochs < 0:
+        raise ConfigError(f"model.gblend_window_epochs={m.gblend_window_epochs} must be >= 0 (0 = solver.epochs)")
     if m.balance == "ogm_ge" and m.ogm_alpha <= 0:
         raise ConfigError(f"model.ogm_alpha={m.ogm_alpha} must be positive (the authors use 0.1 to 0.8)")
     if m.balance == "ogm_ge" and not 0 <= m.ogm_start_epoch <= m.ogm_end_epoch:

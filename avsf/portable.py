@@ -108,7 +108,8 @@ OPERATIONAL_FIELDS = frozenset({"data.max_failed_fraction", "tensorboard"})
 # had: at that value a field is left out of the hash (no existing run is renamed), any other
 # value enters it
 LATER_FIELDS = {"solver.accumulate": 1, "model.balance": "droppathway", "model.ogm_alpha": 0.1,
-                "model.ogm_start_epoch": 0, "model.ogm_end_epoch": 50, "model.gblend_weights": []}
+                "model.ogm_start_epoch": 0, "model.ogm_end_epoch": 50, "model.gblend_weights": [],
+                "model.gblend_window_epochs": 0}
 
 
 def without_operational(cfg: dict[str, Any]) -> dict[str, Any]:

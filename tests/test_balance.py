@@ -230,3 +230,49 @@ def test_gblend_heads_take_the_blended_loss_and_each_weight_gates_its_head():
     assert sum(float(g.abs().sum()) for n, g in grads.items() if n.startswith("slow.") and g is not None) > 0
     for name in ("gblend_heads.audio.fc.weight", "head.fc.weight"):
         assert grads[name] is None or float(grads[name].abs().sum()) == 0, name
+
+
+def test_offline_gblend_estimates_its_weights_then_trains_as_a_run_given_them(tmp_path, smoke_root, caplog):
+    """model.gblend_weights=[]: each head trained alone over the window from the initial weights,
+    the weights computed from its losses (gblend.json), then the run from the same start: equal,
+    bit for bit, to the run that is given those weights. A resumed run keeps its estimate."""
+    import logging
+
+    from avsf.engine.balance import GBLEND_HEADS
+    from avsf.engine.checkpoint import list_checkpoints
+    from avsf.engine.train import train
+
+    cfg = _train_cfg(smoke_root, "gblend").with_overrides(
+        {"model.gblend_weights": "[]", "model.gblend_window_epochs": 1})
+    estimated = tmp_path / "estimated"
+    train(cfg, estimated)
+    record = json.loads((estimated / "gblend.json").read_text())
+    assert record["window_epochs"] == 1 and record["held_out"] == "val"
+    assert record["weights"] == gblend_weights(train_start=record["start"]["train"], val_start=record["start"]["val"],
+                                               train_end=record["end"]["train"], val_end=record["end"]["val"])
+    assert sum(record["weights"].values()) == pytest.approx(1.0)
+    weights = [record["weights"][k] for k in GBLEND_HEADS]
+    given = tmp_path / "given"
+    train(cfg.with_overrides({"model.gblend_weights": json.dumps(weights)}), given)
+    assert _strip(estimated) == _strip(given)
+    # resumed from a checkpoint after the estimate: not estimated again, the same run
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copy(estimated / "config.json", resumed / "config.json")
+    first = list_checkpoints(estimated / "checkpoints")[0]
+    shutil.copy(first, resumed / "checkpoints" / first.name)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="avsf.engine"):
+        train(cfg, resumed)
+    assert "resumed from" in caplog.text and "G-Blend window" not in caplog.text and not (resumed / "gblend.json").exists()
+    assert _strip(resumed) == _strip(estimated)
+
+
+def _strip(run):
+    from avsf.engine.train import TIMING_FIELDS
+
+    final = {k: v for k, v in json.loads((run / "final.json").read_text()).items() if not k.endswith("wall_time_s")}
+    final.pop("config_hash", None), final.pop("name", None)
+    metrics = [{k: v for k, v in json.loads(x).items() if k not in TIMING_FIELDS}
+               for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return final, metrics

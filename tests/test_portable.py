@@ -210,7 +210,7 @@ def test_a_later_field_at_its_old_value_renames_no_run():
     del old["solver"]["accumulate"]  # a config.json written before the field
     assert RunConfig.from_dict(old).config_hash() == cfg.config_hash()
     # the balancing fields of issue 16 likewise
-    for key in ("balance", "ogm_alpha", "ogm_start_epoch", "ogm_end_epoch", "gblend_weights"):
+    for key in ("balance", "ogm_alpha", "ogm_start_epoch", "ogm_end_epoch", "gblend_weights", "gblend_window_epochs"):
         del old["model"][key]
     assert RunConfig.from_dict(old).config_hash() == cfg.config_hash()
     assert cfg.with_overrides({"model.balance": "ogm_ge"}).config_hash() != cfg.config_hash()

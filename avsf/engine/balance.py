@@ -29,7 +29,15 @@ loss ``L = w_v L_v + w_a L_a + w_av L_av`` (:func:`gblend_loss`; ``model.gblend_
 weights come from each head's overfitting-to-generalisation ratio over a window of training
 (section 3.2, Eq. 6-7; :func:`gblend_weights`): ``G_k = L^V_k(N) - L^V_k(N + n)`` the drop of its
 held-out loss, ``O_k = L^V_k - L^T_k`` its overfitting and ``dO_k = O_k(N + n) - O_k(N)``, and
-``w_k = G_k / dO_k^2`` normalised to sum to 1.
+``w_k = G_k / dO_k^2`` normalised to sum to 1. With ``model.gblend_weights=[]`` the trainer
+estimates them first (offline G-Blend, ``Trainer._estimate_gblend``): from the initial weights
+each head is trained alone (loss weight 1, the others 0) for ``n = model.gblend_window_epochs``
+epochs (0: the whole schedule, as BalanceBenchmark's offline variant), its loss measured before
+and after on the val split (the held-out set V) and on as many training videos (T); then the
+run starts again from the same initial weights, optimiser and random state with the estimate.
+The visual head's window runs with every audio->visual lateral dropped (DropPathway's switch),
+so it measures the visual pathways alone; the audio pathway never hears the visual one. AVS,
+where on, trains in every window, as in the run itself.
 
 OGM-GE under DDP: the scores are summed over every micro-batch and every rank before the ratio is taken, and
 the noise is drawn from a generator seeded by (seed, step), so every rank applies the same
@@ -175,6 +183,27 @@ def gblend_loss(outputs: dict[str, torch.Tensor], batch: dict[str, Any], *, fuse
         right = (outputs[f"gblend_logits/{k}"].argmax(dim=1) == labels).sum()
         logs[f"top1_{k}_head"] = 100.0 * float(right) / max(labels.numel(), 1)
     return StepLoss(loss=total, hits=hits, logs=logs)
+
+
+@torch.no_grad()
+def head_losses(model: nn.Module, dataset: Any, *, task: Any, device: torch.device, rank: int = 0,
+                world_size: int = 1) -> dict[str, float]:
+    """Mean cross-entropy of each G-Blend head ({"visual", "audio", "fused"}) over `dataset`, in
+    eval mode, summed over ranks (their shards, padded with repeats as every evaluation is)."""
+    import torch.nn.functional as F  # noqa: PLC0415
+
+    from avsf.engine import distributed as ddp  # noqa: PLC0415
+    from avsf.engine.tasks.base import evaluation_batches  # noqa: PLC0415
+
+    sums = torch.zeros(4, dtype=torch.float64)
+    for batch, outputs in evaluation_batches(model, dataset, task=task, device=device, rank=rank,
+                                             world_size=world_size):
+        labels = batch["label"]
+        for j, key in enumerate(("gblend_logits/visual", "gblend_logits/audio", "logits")):
+            sums[j] += float(F.cross_entropy(outputs[key].float(), labels, reduction="sum"))
+        sums[3] += labels.numel()
+    sums = ddp.all_reduce_sum(sums.to(device)).cpu()
+    return {k: float(sums[j] / max(float(sums[3]), 1.0)) for j, k in enumerate(GBLEND_HEADS)}
 
 
 def build_balancer(cfg: ModelConfig, model: nn.Module, *, seed: int) -> Any:

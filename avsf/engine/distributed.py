@@ -99,6 +99,15 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Rank 0's buffers (BN running statistics) on every rank. DDP broadcasts them at the start
+    of each training forward, so after a step every other rank holds statistics updated by its
+    own share; an evaluation whose ranks must agree calls this first."""
+    if active():
+        for b in model.buffers():
+            dist.broadcast(b, src=0)
+
+
 def any_true(flag: bool, *, device: torch.device) -> bool:
     """True on every rank if it is true on one (so all ranks stop together)."""
     if not active():

@@ -18,6 +18,7 @@ run write a checkpoint after the current step and return ``{"status": "stopped",
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import math
@@ -36,7 +37,7 @@ from avsf.data.datasets.base import DataGoneError
 from avsf.data.loader import count_silent
 from avsf.engine import distributed as ddp
 from avsf.engine import runtime
-from avsf.engine.balance import build_balancer
+from avsf.engine.balance import GBLEND_HEADS, build_balancer, gblend_weights, head_losses
 from avsf.engine.checkpoint import (capture_rng_state, list_checkpoints, load_checkpoint, load_latest,
                                    restore_rng_state, save_checkpoint)
 from avsf.engine.evaluate import write_final
@@ -263,6 +264,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.wall_time_s = 0.0  # summed over all sessions of this run
         self.precise_bn_done = False
+        self.gblend: dict[str, Any] | None = None  # offline G-Blend's estimate, once made
         self._eval_sets: dict[str, Any] = {}
         self._resume()
 
@@ -292,7 +294,8 @@ class Trainer:
                 "meter": vars(self.meter).copy(), "history": list(self.history),
                 "wall_time_s": self.wall_time_s + (time.perf_counter() - self._t_session),
                 "precise_bn_done": self.precise_bn_done, "rng": capture_rng_state(),
-                "config_hash": self.cfg.config_hash()}
+                "config_hash": self.cfg.config_hash(),
+                **({"gblend": self.gblend} if self.gblend is not None else {})}
 
     def _save(self) -> None:
         if self.info.is_main:
@@ -320,6 +323,9 @@ class Trainer:
         self.history = list(state["history"])
         self.wall_time_s = float(state["wall_time_s"])
         self.precise_bn_done = bool(state["precise_bn_done"])
+        self.gblend = state.get("gblend")
+        if self.gblend is not None:
+            self.task.gblend_weights = tuple(self.gblend["weights"][k] for k in GBLEND_HEADS)
         restore_rng_state(state["rng"])
         if self.info.is_main:  # metrics.jsonl follows the checkpoint: lines after it are dropped
             write_jsonl(self.run_dir / "metrics.jsonl", self.history)
@@ -334,14 +340,16 @@ class Trainer:
         g = torch.Generator().manual_seed(runtime.derive_seed(self.cfg.seed, "droppathway", self.step))
         return draw_droppathway(self.cfg.model, generator=g)
 
-    def _train_step(self, batch: dict[str, Any] | list[dict[str, Any]]) -> tuple[float, dict[str, Any]]:
+    def _train_step(self, batch: dict[str, Any] | list[dict[str, Any]], *,
+                    drop_audio: bool | None = None) -> tuple[float, dict[str, Any]]:
         """One optimiser step on a batch, or on solver.accumulate micro-batches (a list): each
-        micro-batch's loss / k backpropagated (DDP syncs on the last only), then one step."""
+        micro-batch's loss / k backpropagated (DDP syncs on the last only), then one step.
+        `drop_audio`: this step's DropPathway decision, instead of the step's draw."""
         cfg = self.cfg
         lr = self.schedule(self.step)
         set_lr(self.optimizer, lr)
         micro = batch if isinstance(batch, list) else [batch]
-        dropped = self._drop_audio()
+        dropped = self._drop_audio() if drop_audio is None else drop_audio
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum, clips_sum = 0.0, 0
         for j, (rank, part) in enumerate(zip(self.virtual_ranks, micro)):
@@ -418,6 +426,68 @@ class Trainer:
             log.info("epoch %d: %s", self.epoch, ", ".join(f"{k} {v}" for k, v in record.items()
                                                             if k not in ("kind", "epoch")))
 
+    def _estimate_gblend(self) -> dict[str, Any]:
+        """Offline Gradient-Blending (Wang et al. 2020; :mod:`avsf.engine.balance`): train each
+        head alone from the initial weights for the window, measure its train and held-out loss
+        before and after, put back the initial weights, optimiser and random state, and return
+        the weights (also written to gblend.json). A run stopped in here estimates again."""
+        cfg = self.cfg
+        window = cfg.model.gblend_window_epochs or cfg.solver.epochs
+        model = _unwrap(self.model)
+        initial = copy.deepcopy(model.state_dict())
+        optimizer, rng = copy.deepcopy(self.optimizer.state_dict()), capture_rng_state()
+        if "val" not in self._eval_sets:
+            self._eval_sets["val"] = runtime.build_dataset(cfg, "val")
+        held_out = self._eval_sets["val"]
+        # T: as many training videos as V holds, spread over the split (every class)
+        train_part = runtime.build_dataset(cfg.with_overrides({"data.limit_videos": held_out.num_videos}), "train")
+
+        def losses() -> dict[str, dict[str, float]]:
+            ddp.broadcast_buffers(model)  # every rank scores with rank 0's BN statistics, as one process would
+            return {split: head_losses(model, ds, task=self.task, device=self.device, rank=self.info.rank,
+                                       world_size=self.info.world_size)
+                    for split, ds in (("train", train_part), ("val", held_out))}
+
+        start, end = losses(), {}
+        for i, head in enumerate(GBLEND_HEADS):
+            model.load_state_dict(initial)
+            self.optimizer.load_state_dict(optimizer)
+            restore_rng_state(rng)
+            self.task.gblend_weights = tuple(float(j == i) for j in range(len(GBLEND_HEADS)))
+            for epoch in range(window):
+                self.train_set.set_epoch(epoch, cfg.solver.epochs)
+                self.model.train()
+                self.step = epoch * self.steps_per_epoch
+                for batch in self._loader(epoch=epoch, start_batch=0):
+                    # the visual head's window: audio laterals dropped, the visual pathways alone
+                    self._train_step(batch, drop_audio=True if head == "visual" else None)
+                    self.step += 1
+            after = losses()
+            end[head] = {split: after[split][head] for split in after}
+            log.info("G-Blend window of the %s head: %s -> %s", head,
+                     {split: round(start[split][head], 4) for split in start}, end[head])
+        model.load_state_dict(initial)
+        self.optimizer.load_state_dict(optimizer)
+        restore_rng_state(rng)
+        self.step = 0
+        self.meter = EpochMeter()
+        self._new_interval()
+        try:
+            weights = gblend_weights(train_start=start["train"], val_start=start["val"],
+                                     train_end={k: end[k]["train"] for k in GBLEND_HEADS},
+                                     val_end={k: end[k]["val"] for k in GBLEND_HEADS})
+        except ValueError as e:
+            raise UserError(f"{e} (model.gblend_window_epochs={cfg.model.gblend_window_epochs}), or give "
+                            "model.gblend_weights") from None
+        self.task.gblend_weights = tuple(weights[k] for k in GBLEND_HEADS)
+        record = {"weights": weights, "window_epochs": window, "start": start,
+                  "end": {split: {k: end[k][split] for k in GBLEND_HEADS} for split in ("train", "val")},
+                  "held_out": "val", "train_videos": train_part.num_videos}
+        if self.info.is_main:
+            atomic_write_json(self.run_dir / "gblend.json", record)
+        log.info("G-Blend weights (visual, audio, fused): %s", [round(w, 4) for w in self.task.gblend_weights])
+        return record
+
     def _evaluate(self, split: str) -> dict[str, Any]:
         """The task's metrics of the current weights on `split` (its dataset built once)."""
         if split not in self._eval_sets:
@@ -434,6 +504,8 @@ class Trainer:
         self.events = EventLog(self.run_dir, enabled=cfg.tensorboard and self.info.is_main,
                                purge_step=self.step + 1 if self.step else None)
         self._new_interval()
+        if cfg.model.balance == "gblend" and not cfg.model.gblend_weights and self.gblend is None:
+            self.gblend = self._estimate_gblend()
         lr = self.schedule(self.step)
         try:
             while self.epoch < cfg.solver.epochs:

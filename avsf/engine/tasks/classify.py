@@ -29,7 +29,9 @@ class ClassificationTask(Task):
         if self.cfg.model.balance == "gblend":
             from avsf.engine.balance import gblend_loss  # noqa: PLC0415
 
-            return gblend_loss(outputs, batch, fused=loss, hits=hits, weights=self.cfg.model.gblend_weights)
+            # the weights the config gives, or the trainer's estimate (Trainer._estimate_gblend)
+            weights = getattr(self, "gblend_weights", None) or self.cfg.model.gblend_weights
+            return gblend_loss(outputs, batch, fused=loss, hits=hits, weights=weights)
         return StepLoss(loss=loss, hits=hits)
 
     @torch.no_grad()
