@@ -131,6 +131,15 @@ def test_a_run_restored_from_an_archive_archives_as_before(tmp_path):
     assert {p.name: p.read_bytes() for p in again.iterdir()} == {p.name: p.read_bytes() for p in first.iterdir()}
 
 
+def test_an_offline_gblend_runs_estimate_is_archived_with_it(tmp_path):
+    entry = _fake_run(tmp_path / "sweeps", "sectionA3_per_class_gain", "avslowfast", 0, 42.0)
+    src = R.run_dir_of(entry.config, tmp_path / "sweeps")
+    estimate = {"weights": {"visual": 0.2, "audio": 0.1, "fused": 0.7}, "window_epochs": 4, "held_out": "val"}
+    (src / A.GBLEND_FILE).write_text(json.dumps(estimate))
+    dest = A.archive_run(src, tmp_path / "results" / "nb" / "runs" / src.name)
+    assert json.loads((dest / A.GBLEND_FILE).read_text()) == estimate
+
+
 def test_an_unfinished_run_is_not_archived(tmp_path):
     (tmp_path / "run").mkdir()
     with pytest.raises(UserError, match="no final.json"):

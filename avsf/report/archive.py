@@ -5,6 +5,7 @@ Layout, beside a notebook's table.md (``results/<nb>/`` or ``results/<nb>/<scale
     runs/<run name>/config.json      the trainer's resolved config, paths in portable form
     runs/<run name>/final.json       its test metrics (paths scrubbed)
     runs/<run name>/metrics.jsonl    one line per epoch and the test line (paths scrubbed)
+    runs/<run name>/gblend.json      an offline G-Blend run's weight estimate, where it made one
     runs/<run name>/submitted.json   the config as submitted (portable form): the name's hash
     runs/_late_fusion/<v>+<a>.json   late-fusion metrics of an ensemble row (two runs' checkpoints)
     runs.csv                         one line per cell: row, seed, ``run`` (the run's dir name), ...
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 
 RUNS_DIR = "runs"
 RUN_FILES = ("config.json", "final.json", "metrics.jsonl")
+GBLEND_FILE = "gblend.json"  # written by runs that estimate their Gradient-Blending weights
 # the launcher's submitted config (launch.json's, without host, pid, job ids or log paths): the
 # run name is its hash, and a render from the archive rebuilds the grid's entries from it
 SUBMITTED_FILE = "submitted.json"
@@ -123,6 +125,8 @@ def _archive_run(run_dir: Path, dest: Path) -> Path:
     _write_json(tmp / "final.json", scrub_paths(json.loads((run_dir / "final.json").read_text()), anchors))
     if (run_dir / "metrics.jsonl").is_file():
         (tmp / "metrics.jsonl").write_text(_scrub_jsonl((run_dir / "metrics.jsonl").read_text(), anchors))
+    if (run_dir / GBLEND_FILE).is_file():  # an offline G-Blend run's estimate: the weights its numbers rest on
+        _write_json(tmp / GBLEND_FILE, scrub_paths(json.loads((run_dir / GBLEND_FILE).read_text()), anchors))
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return dest
