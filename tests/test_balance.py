@@ -219,12 +219,12 @@ def test_gblend_heads_take_the_blended_loss_and_each_weight_gates_its_head():
     out = model(batch, drop_audio=False)
     assert out["gblend_logits/visual"].shape == out["gblend_logits/audio"].shape == out["logits"].shape
     fused = task_loss(out, batch, head="softmax")
-    blended = gblend_loss(out, batch, fused=fused, hits=0, weights=(0.2, 0.3, 0.5))
+    blended, _ = gblend_loss(out, batch, fused=fused, weights=(0.2, 0.3, 0.5))
     expected = (0.2 * torch.nn.functional.cross_entropy(out["gblend_logits/visual"], batch["label"])
                 + 0.3 * torch.nn.functional.cross_entropy(out["gblend_logits/audio"], batch["label"]) + 0.5 * fused)
-    assert torch.allclose(blended.loss, expected)
+    assert torch.allclose(blended, expected)
     # visual-only weight: the visual head and the visual pathways learn, the audio and fused heads do not
-    gblend_loss(out, batch, fused=fused, hits=0, weights=(1.0, 0.0, 0.0)).loss.backward()
+    gblend_loss(out, batch, fused=fused, weights=(1.0, 0.0, 0.0))[0].backward()
     grads = {n: p.grad for n, p in model.named_parameters()}
     assert float(grads["gblend_heads.visual.fc.weight"].abs().sum()) > 0
     assert sum(float(g.abs().sum()) for n, g in grads.items() if n.startswith("slow.") and g is not None) > 0

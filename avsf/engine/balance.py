@@ -165,13 +165,11 @@ def gblend_weights(*, train_start: dict[str, float], val_start: dict[str, float]
 GBLEND_HEADS = ("visual", "audio", "fused")  # the order of model.gblend_weights
 
 
-def gblend_loss(outputs: dict[str, torch.Tensor], batch: dict[str, Any], *, fused: torch.Tensor, hits: int,
-                weights: tuple[float, ...]) -> Any:
-    """The blended loss ``w_v L_v + w_a L_a + w_av L_av`` of one step (cross-entropy of each head),
-    with each head's loss and train top-1 in the step's logs."""
+def gblend_loss(outputs: dict[str, torch.Tensor], batch: dict[str, Any], *, fused: torch.Tensor,
+                weights: tuple[float, ...]) -> tuple[torch.Tensor, dict[str, float]]:
+    """The blended loss ``w_v L_v + w_a L_a + w_av L_av`` of one step (cross-entropy of each head)
+    and the step's logs: each head's loss and the two single-modality heads' train top-1."""
     import torch.nn.functional as F  # noqa: PLC0415
-
-    from avsf.engine.tasks.base import StepLoss  # noqa: PLC0415
 
     labels = batch["label"]
     losses = {"visual": F.cross_entropy(outputs["gblend_logits/visual"].float(), labels),
@@ -182,28 +180,16 @@ def gblend_loss(outputs: dict[str, torch.Tensor], batch: dict[str, Any], *, fuse
     for k in ("visual", "audio"):
         right = (outputs[f"gblend_logits/{k}"].argmax(dim=1) == labels).sum()
         logs[f"top1_{k}_head"] = 100.0 * float(right) / max(labels.numel(), 1)
-    return StepLoss(loss=total, hits=hits, logs=logs)
+    return total, logs
 
 
-@torch.no_grad()
-def head_losses(model: nn.Module, dataset: Any, *, task: Any, device: torch.device, rank: int = 0,
-                world_size: int = 1) -> dict[str, float]:
-    """Mean cross-entropy of each G-Blend head ({"visual", "audio", "fused"}) over `dataset`, in
-    eval mode, summed over ranks (their shards, padded with repeats as every evaluation is)."""
+def head_loss_sums(outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """[visual, audio, fused, clips]: the summed cross-entropy of each G-Blend head over a batch."""
     import torch.nn.functional as F  # noqa: PLC0415
 
-    from avsf.engine import distributed as ddp  # noqa: PLC0415
-    from avsf.engine.tasks.base import evaluation_batches  # noqa: PLC0415
-
-    sums = torch.zeros(4, dtype=torch.float64)
-    for batch, outputs in evaluation_batches(model, dataset, task=task, device=device, rank=rank,
-                                             world_size=world_size):
-        labels = batch["label"]
-        for j, key in enumerate(("gblend_logits/visual", "gblend_logits/audio", "logits")):
-            sums[j] += float(F.cross_entropy(outputs[key].float(), labels, reduction="sum"))
-        sums[3] += labels.numel()
-    sums = ddp.all_reduce_sum(sums.to(device)).cpu()
-    return {k: float(sums[j] / max(float(sums[3]), 1.0)) for j, k in enumerate(GBLEND_HEADS)}
+    sums = [float(F.cross_entropy(outputs[key].float(), labels, reduction="sum"))
+            for key in ("gblend_logits/visual", "gblend_logits/audio", "logits")]
+    return torch.tensor([*sums, labels.numel()], dtype=torch.float64)
 
 
 def build_balancer(cfg: ModelConfig, model: nn.Module, *, seed: int) -> Any:

@@ -37,7 +37,7 @@ from avsf.data.datasets.base import DataGoneError
 from avsf.data.loader import count_silent
 from avsf.engine import distributed as ddp
 from avsf.engine import runtime
-from avsf.engine.balance import GBLEND_HEADS, build_balancer, gblend_weights, head_losses
+from avsf.engine.balance import GBLEND_HEADS, build_balancer, gblend_weights
 from avsf.engine.checkpoint import (capture_rng_state, list_checkpoints, load_checkpoint, load_latest,
                                    restore_rng_state, save_checkpoint)
 from avsf.engine.evaluate import write_final
@@ -444,8 +444,8 @@ class Trainer:
 
         def losses() -> dict[str, dict[str, float]]:
             ddp.broadcast_buffers(model)  # every rank scores with rank 0's BN statistics, as one process would
-            return {split: head_losses(model, ds, task=self.task, device=self.device, rank=self.info.rank,
-                                       world_size=self.info.world_size)
+            return {split: self.task.head_losses(model, ds, device=self.device, rank=self.info.rank,
+                                                 world_size=self.info.world_size)
                     for split, ds in (("train", train_part), ("val", held_out))}
 
         start, end = losses(), {}

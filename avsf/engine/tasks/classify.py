@@ -13,7 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from avsf.engine import distributed as ddp
 from avsf.engine import metrics as M
+from avsf.engine.balance import GBLEND_HEADS, gblend_loss, head_loss_sums
 from avsf.engine.losses import batch_top1_hits, task_loss
 from avsf.engine.tasks.base import StepLoss, Task, evaluation_batches, gather_rows
 from avsf.errors import UserError
@@ -27,12 +29,23 @@ class ClassificationTask(Task):
         loss = task_loss(outputs, batch, head=head)
         hits = batch_top1_hits(outputs, batch, head=head)
         if self.cfg.model.balance == "gblend":
-            from avsf.engine.balance import gblend_loss  # noqa: PLC0415
-
             # the weights the config gives, or the trainer's estimate (Trainer._estimate_gblend)
             weights = getattr(self, "gblend_weights", None) or self.cfg.model.gblend_weights
-            return gblend_loss(outputs, batch, fused=loss, hits=hits, weights=weights)
+            total, logs = gblend_loss(outputs, batch, fused=loss, weights=weights)
+            return StepLoss(loss=total, hits=hits, logs=logs)
         return StepLoss(loss=loss, hits=hits)
+
+    @torch.no_grad()
+    def head_losses(self, model: nn.Module, dataset: Any, *, device: torch.device, rank: int = 0,
+                    world_size: int = 1) -> dict[str, float]:
+        """Mean cross-entropy of each G-Blend head ({"visual", "audio", "fused"}) over `dataset`, in
+        eval mode, summed over ranks (their shards, padded with repeats as every evaluation is)."""
+        sums = torch.zeros(4, dtype=torch.float64)
+        for batch, outputs in evaluation_batches(model, dataset, task=self, device=device, rank=rank,
+                                                 world_size=world_size):
+            sums += head_loss_sums(outputs, batch["label"])
+        sums = ddp.all_reduce_sum(sums.to(device)).cpu()
+        return {k: float(sums[j] / max(float(sums[3]), 1.0)) for j, k in enumerate(GBLEND_HEADS)}
 
     @torch.no_grad()
     def predict(self, model: nn.Module, dataset: Any, *, device: torch.device, rank: int = 0,
